@@ -1,0 +1,9 @@
+"""Every differentiable operation, as `Function` subclasses and thin helpers."""
+from .activation import Hardsigmoid, Hardswish, LogSoftmax, Relu, Relu6, Sigmoid, Silu, Softmax, Tanh
+from .arithmetic import Abs, Add, Cast, Clamp, Clone, Div, Exp, Log, MatMul, Mul, Neg, Pow, Sqrt, Sub, matmul
+from .conv import Conv2d, Linear
+from .loss import CrossEntropy, Dropout
+from .norm import BatchNorm
+from .pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
+from .reduction import Amax, Mean, Sum
+from .shape import cat, expand, flatten, index, permute, reshape, squeeze, stack, transpose, unsqueeze

@@ -1,0 +1,193 @@
+"""Differentiable arithmetic: + - * / neg pow exp log sqrt abs clamp matmul, casts and copies."""
+import numpy as np
+
+from ...errors import InvalidArgumentError, ShapeError, shape_str
+from ..function import Function
+
+
+def _check_broadcast(op, a, b):
+    try:
+        np.broadcast_shapes(np.shape(a), np.shape(b))
+    except ValueError:
+        raise ShapeError(
+            f"{op}: shapes {shape_str(np.shape(a))} and {shape_str(np.shape(b))} cannot be broadcast together"
+        ) from None
+
+
+class Add(Function):
+    def forward(self, a, b):
+        _check_broadcast("add", a, b)
+        return a + b
+
+    def backward(self, g):
+        return g, g
+
+
+class Sub(Function):
+    def forward(self, a, b):
+        _check_broadcast("sub", a, b)
+        return a - b
+
+    def backward(self, g):
+        return g, (-g if self.needs_input_grad[1] else None)
+
+
+class Mul(Function):
+    def forward(self, a, b):
+        _check_broadcast("mul", a, b)
+        self.save_for_backward(a, b)
+        return a * b
+
+    def backward(self, g):
+        a, b = self.saved_tensors
+        return (g * b if self.needs_input_grad[0] else None,
+                g * a if self.needs_input_grad[1] else None)
+
+
+class Div(Function):
+    def forward(self, a, b):
+        _check_broadcast("div", a, b)
+        self.save_for_backward(a, b)
+        return a / b
+
+    def backward(self, g):
+        a, b = self.saved_tensors
+        ga = g / b if self.needs_input_grad[0] else None
+        gb = -g * a / (b * b) if self.needs_input_grad[1] else None
+        return ga, gb
+
+
+class Neg(Function):
+    def forward(self, a):
+        return -a
+
+    def backward(self, g):
+        return (-g,)
+
+
+class Pow(Function):
+    def forward(self, a, exponent):
+        if not isinstance(exponent, (int, float, np.number)):
+            raise InvalidArgumentError(f"pow: expected a scalar exponent, got {type(exponent).__name__}")
+        self.save_for_backward(a)
+        self.exponent = exponent
+        return a ** exponent
+
+    def backward(self, g):
+        (a,) = self.saved_tensors
+        e = self.exponent
+        if e == 0:
+            return (np.zeros_like(g),)
+        return (g * e * a ** (e - 1),)
+
+
+class Exp(Function):
+    def forward(self, a):
+        y = np.exp(a)
+        self.save_for_backward(y)
+        return y
+
+    def backward(self, g):
+        (y,) = self.saved_tensors
+        return (g * y,)
+
+
+class Log(Function):
+    def forward(self, a):
+        self.save_for_backward(a)
+        return np.log(a)
+
+    def backward(self, g):
+        (a,) = self.saved_tensors
+        return (g / a,)
+
+
+class Sqrt(Function):
+    def forward(self, a):
+        y = np.sqrt(a)
+        self.save_for_backward(y)
+        return y
+
+    def backward(self, g):
+        (y,) = self.saved_tensors
+        return (g / (2 * y),)
+
+
+class Abs(Function):
+    def forward(self, a):
+        self.save_for_backward(a)
+        return np.abs(a)
+
+    def backward(self, g):
+        (a,) = self.saved_tensors
+        return (g * np.sign(a),)
+
+
+class Clamp(Function):
+    def forward(self, a, lo=None, hi=None):
+        self.save_for_backward(a)
+        self.lo, self.hi = lo, hi
+        return np.clip(a, lo, hi)
+
+    def backward(self, g):
+        (a,) = self.saved_tensors
+        mask = np.ones(a.shape, dtype=bool)
+        if self.lo is not None:
+            mask &= a >= self.lo
+        if self.hi is not None:
+            mask &= a <= self.hi
+        return (g * mask,)
+
+
+class Clone(Function):
+    def forward(self, a):
+        return a.copy()
+
+    def backward(self, g):
+        return (g,)
+
+
+class Cast(Function):
+    def forward(self, a, dtype):
+        self.src = a.dtype
+        return a.astype(dtype)
+
+    def backward(self, g):
+        return (g.astype(self.src) if self.src.kind == "f" else None,)
+
+
+class MatMul(Function):
+    """Matrix product of arrays with at least 2 dims (batch dims broadcast)."""
+
+    def forward(self, a, b):
+        if a.shape[-1] != b.shape[-2]:
+            raise ShapeError(
+                f"matmul: the last dim of the left operand must equal the second-to-last of the right; "
+                f"got {shape_str(a.shape)} @ {shape_str(b.shape)}"
+            )
+        self.save_for_backward(a, b)
+        return np.matmul(a, b)
+
+    def backward(self, g):
+        a, b = self.saved_tensors
+        ga = np.matmul(g, np.swapaxes(b, -1, -2)) if self.needs_input_grad[0] else None
+        gb = np.matmul(np.swapaxes(a, -1, -2), g) if self.needs_input_grad[1] else None
+        return ga, gb
+
+
+def matmul(a, b):
+    """torch.matmul semantics, including 1-D operands."""
+    if a.ndim == 0 or b.ndim == 0:
+        raise ShapeError(f"matmul: both operands need at least 1 dim, got {shape_str(a.shape)} @ {shape_str(b.shape)}")
+    squeeze_front = a.ndim == 1
+    squeeze_back = b.ndim == 1
+    if squeeze_front:
+        a = a.unsqueeze(0)
+    if squeeze_back:
+        b = b.unsqueeze(-1)
+    out = MatMul.apply(a, b)
+    if squeeze_back:
+        out = out.squeeze(-1)
+    if squeeze_front:
+        out = out.squeeze(-2)
+    return out

@@ -1,0 +1,43 @@
+"""Differentiable conv2d and linear."""
+import numpy as np
+
+from ...kernels import conv as K
+from ..function import Function
+
+
+class Conv2d(Function):
+    def forward(self, x, w, b, stride, padding, dilation, groups):
+        self.save_for_backward(x, w)
+        self.args = (stride, padding, dilation, groups)
+        self.has_bias = b is not None
+        return K.conv2d_forward(x, w, b, stride, padding, dilation, groups)
+
+    def backward(self, g):
+        x, w = self.saved_tensors
+        stride, padding, dilation, groups = self.args
+        need = self.needs_input_grad
+        gx = K.conv2d_backward_input(g, x.shape, w, stride, padding, dilation, groups) if need[0] else None
+        gw = K.conv2d_backward_weight(g, x, w.shape, stride, padding, dilation, groups) if need[1] else None
+        gb = K.conv2d_backward_bias(g) if self.has_bias and need[2] else None
+        return gx, gw, gb
+
+
+class Linear(Function):
+    def forward(self, x, w, b):
+        self.save_for_backward(x, w)
+        self.has_bias = b is not None
+        y = np.matmul(x, w.T)
+        if b is not None:
+            y += b
+        return y
+
+    def backward(self, g):
+        x, w = self.saved_tensors
+        need = self.needs_input_grad
+        gx = np.matmul(g, w) if need[0] else None
+        gw = None
+        if need[1]:
+            g2 = g.reshape(-1, g.shape[-1])
+            gw = np.matmul(g2.T, x.reshape(-1, x.shape[-1]))
+        gb = g.reshape(-1, g.shape[-1]).sum(axis=0) if self.has_bias and need[2] else None
+        return gx, gw, gb

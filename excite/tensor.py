@@ -1,0 +1,469 @@
+"""`Tensor`: a NumPy array plus the metadata reverse-mode autograd needs."""
+import weakref
+
+import numpy as np
+
+from .errors import ExciteError, InvalidArgumentError
+
+float32 = np.dtype(np.float32)
+float64 = np.dtype(np.float64)
+float16 = np.dtype(np.float16)
+int64 = np.dtype(np.int64)
+int32 = np.dtype(np.int32)
+uint8 = np.dtype(np.uint8)
+bool_ = np.dtype(np.bool_)
+default_float = float32
+
+
+def as_dtype(dtype):
+    if dtype is None:
+        return None
+    if dtype is bool:
+        return bool_
+    if dtype is float:
+        return default_float
+    if dtype is int:
+        return int64
+    try:
+        return np.dtype(dtype)
+    except TypeError as e:
+        raise InvalidArgumentError(f"expected a dtype such as excite.float32, got {dtype!r}") from e
+
+
+class Tensor:
+    """An n-dimensional array with gradient tracking.
+
+    ``data`` is the NumPy array; ``grad`` accumulates d(loss)/d(self) after ``backward``;
+    ``grad_fn`` is the Function that produced this tensor (None for leaves).
+    """
+
+    __slots__ = ("data", "requires_grad", "grad", "grad_fn", "__weakref__")
+    __array_priority__ = 1000  # ndarray <op> Tensor defers to Tensor's reflected operator
+
+    def __init__(self, data, requires_grad=False):
+        self.data = data
+        self.requires_grad = requires_grad
+        self.grad = None
+        self.grad_fn = None
+
+    # ----- metadata ---------------------------------------------------------------------
+    @property
+    def shape(self):
+        return self.data.shape
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def ndim(self):
+        return self.data.ndim
+
+    @property
+    def is_leaf(self):
+        return self.grad_fn is None
+
+    @property
+    def device(self):
+        return "cpu"
+
+    @property
+    def T(self):
+        return self.permute(*reversed(range(self.ndim)))
+
+    def size(self, dim=None):
+        return self.data.shape if dim is None else self.data.shape[dim]
+
+    def dim(self):
+        return self.data.ndim
+
+    def numel(self):
+        return int(self.data.size)
+
+    def __len__(self):
+        if self.data.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self.data.shape[0]
+
+    def is_floating_point(self):
+        return self.data.dtype.kind == "f"
+
+    # ----- conversion -------------------------------------------------------------------
+    def numpy(self):
+        """The underlying array (shares memory)."""
+        return self.data
+
+    def __array__(self, dtype=None, copy=None):
+        return self.data if dtype is None else self.data.astype(dtype)
+
+    def item(self):
+        if self.data.size != 1:
+            raise InvalidArgumentError(
+                f"item() needs a tensor with one element, got shape {list(self.data.shape)}"
+            )
+        return self.data.reshape(()).item()
+
+    def tolist(self):
+        return self.data.tolist()
+
+    def detach(self):
+        return Tensor(self.data)
+
+    def clone(self):
+        return _fn.Clone.apply(self)
+
+    def contiguous(self):
+        return self
+
+    def to(self, dtype=None, *args, **kwargs):
+        if isinstance(dtype, str) and dtype == "cpu":
+            dtype = kwargs.get("dtype")
+        if dtype is None:
+            return self
+        dtype = as_dtype(dtype)
+        if dtype == self.data.dtype:
+            return self
+        return _fn.Cast.apply(self, dtype=dtype)
+
+    type = to
+
+    def float(self):
+        return self.to(float32)
+
+    def double(self):
+        return self.to(float64)
+
+    def long(self):
+        return self.to(int64)
+
+    def int(self):
+        return self.to(int32)
+
+    def bool(self):
+        return self.to(bool_)
+
+    def cpu(self):
+        return self
+
+    # ----- autograd ---------------------------------------------------------------------
+    def requires_grad_(self, requires_grad=True):
+        if requires_grad and self.data.dtype.kind not in "fc":
+            raise InvalidArgumentError(
+                f"only floating-point tensors can require gradients, got dtype {self.data.dtype}"
+            )
+        if not self.is_leaf and not requires_grad:
+            raise ExciteError("requires_grad can only be switched off on leaf tensors; use detach()")
+        self.requires_grad = bool(requires_grad)
+        return self
+
+    def retain_grad(self):
+        if self.grad_fn is not None:
+            self.grad_fn.retained_output = weakref.ref(self)
+
+    @property
+    def _retains_grad(self):
+        return self.grad_fn is not None and "retained_output" in self.grad_fn.__dict__
+
+    def backward(self, gradient=None, retain_graph=False):
+        from .autograd.engine import run_backward
+
+        run_backward(self, gradient, retain_graph)
+
+    # ----- in-place updates (no graph; for optimizers, init and buffers) ----------------
+    def zero_(self):
+        self.data[...] = 0
+        return self
+
+    def fill_(self, value):
+        self.data[...] = value
+        return self
+
+    def copy_(self, src):
+        self.data[...] = src.data if isinstance(src, Tensor) else np.asarray(src)
+        return self
+
+    def _inplace(self, other, op):
+        other = other.data if isinstance(other, Tensor) else other
+        op(self.data, other, out=self.data, casting="unsafe")
+        return self
+
+    def add_(self, other, alpha=1):
+        if alpha != 1:
+            other = (other.data if isinstance(other, Tensor) else other) * alpha
+        return self._inplace(other, np.add)
+
+    def sub_(self, other, alpha=1):
+        return self.add_(other, alpha=-alpha)
+
+    def mul_(self, other):
+        return self._inplace(other, np.multiply)
+
+    def div_(self, other):
+        return self._inplace(other, np.divide)
+
+    def clamp_(self, min=None, max=None):
+        np.clip(self.data, min, max, out=self.data)
+        return self
+
+    def uniform_(self, a=0.0, b=1.0):
+        from .random import generator
+
+        self.data[...] = generator().uniform(a, b, self.data.shape)
+        return self
+
+    def normal_(self, mean=0.0, std=1.0):
+        from .random import generator
+
+        self.data[...] = generator().normal(mean, std, self.data.shape)
+        return self
+
+    def __setitem__(self, index, value):
+        if self.requires_grad and self.is_leaf:
+            from .autograd.grad_mode import is_grad_enabled
+
+            if is_grad_enabled():
+                raise ExciteError(
+                    "a leaf tensor that requires grad cannot be modified in place; "
+                    "wrap the update in excite.no_grad()"
+                )
+        index = index.data if isinstance(index, Tensor) else index
+        self.data[index] = value.data if isinstance(value, Tensor) else value
+
+    # ----- operators --------------------------------------------------------------------
+    def __add__(self, other):
+        return _fn.Add.apply(self, _operand(other, self))
+
+    def __radd__(self, other):
+        return _fn.Add.apply(_operand(other, self), self)
+
+    def __sub__(self, other):
+        return _fn.Sub.apply(self, _operand(other, self))
+
+    def __rsub__(self, other):
+        return _fn.Sub.apply(_operand(other, self), self)
+
+    def __mul__(self, other):
+        return _fn.Mul.apply(self, _operand(other, self))
+
+    def __rmul__(self, other):
+        return _fn.Mul.apply(_operand(other, self), self)
+
+    def __truediv__(self, other):
+        return _fn.Div.apply(self, _operand(other, self))
+
+    def __rtruediv__(self, other):
+        return _fn.Div.apply(_operand(other, self), self)
+
+    def __neg__(self):
+        return _fn.Neg.apply(self)
+
+    def __pos__(self):
+        return self
+
+    def __pow__(self, exponent):
+        if isinstance(exponent, Tensor):
+            raise InvalidArgumentError("pow supports a scalar exponent only, got a Tensor")
+        return _fn.Pow.apply(self, exponent=exponent)
+
+    def __rpow__(self, base):
+        return _fn.Exp.apply(self * float(np.log(base)))
+
+    def __matmul__(self, other):
+        return _fn.matmul(self, _operand(other, self))
+
+    def __rmatmul__(self, other):
+        return _fn.matmul(_operand(other, self), self)
+
+    def __getitem__(self, index):
+        return _fn.index(self, index)
+
+    # comparisons give bool tensors without a graph
+    def _compare(self, other, op):
+        other = other.data if isinstance(other, Tensor) else other
+        return Tensor(op(self.data, other))
+
+    def __eq__(self, other):
+        return self._compare(other, np.equal)
+
+    def __ne__(self, other):
+        return self._compare(other, np.not_equal)
+
+    def __lt__(self, other):
+        return self._compare(other, np.less)
+
+    def __le__(self, other):
+        return self._compare(other, np.less_equal)
+
+    def __gt__(self, other):
+        return self._compare(other, np.greater)
+
+    def __ge__(self, other):
+        return self._compare(other, np.greater_equal)
+
+    __hash__ = object.__hash__
+
+    def __bool__(self):
+        if self.data.size != 1:
+            raise InvalidArgumentError(
+                f"the truth value of a tensor with {self.data.size} elements is ambiguous"
+            )
+        return bool(self.data)
+
+    def __float__(self):
+        return float(self.item())
+
+    def __int__(self):
+        return int(self.item())
+
+    def __index__(self):
+        if self.data.dtype.kind not in "iu" or self.data.size != 1:
+            raise TypeError("only integer tensors of a single element can be converted to an index")
+        return int(self.item())
+
+    def __iter__(self):
+        if self.data.ndim == 0:
+            raise TypeError("iteration over a 0-d tensor")
+        return (self[i] for i in range(self.data.shape[0]))
+
+    def __repr__(self):
+        body = np.array2string(self.data, separator=", ", prefix="tensor(", precision=4)
+        extras = []
+        if self.data.dtype not in (float32, int64, bool_):
+            extras.append(f"dtype=excite.{self.data.dtype}")
+        if self.grad_fn is not None:
+            extras.append(f"grad_fn=<{self.grad_fn.name()}>")
+        elif self.requires_grad:
+            extras.append("requires_grad=True")
+        return "tensor(" + body + "".join(", " + e for e in extras) + ")"
+
+    # ----- methods that mirror functions ------------------------------------------------
+    def sum(self, dim=None, keepdim=False):
+        return _fn.Sum.apply(self, dim=dim, keepdim=keepdim)
+
+    def mean(self, dim=None, keepdim=False):
+        return _fn.Mean.apply(self, dim=dim, keepdim=keepdim)
+
+    def amax(self, dim=None, keepdim=False):
+        return _fn.Amax.apply(self, dim=dim, keepdim=keepdim)
+
+    def max(self, dim=None, keepdim=False):
+        if dim is None:
+            return self.amax()
+        return self.amax(dim, keepdim), self.argmax(dim, keepdim)
+
+    def argmax(self, dim=None, keepdim=False):
+        if dim is None:
+            return Tensor(np.asarray(np.argmax(self.data), dtype=np.int64))
+        return Tensor(np.argmax(self.data, axis=dim, keepdims=keepdim).astype(np.int64))
+
+    def var(self, dim=None, unbiased=True, keepdim=False):
+        n = self.data.size if dim is None else np.prod([self.data.shape[d] for d in _dims(dim)])
+        mu = self.mean(dim, keepdim=True)
+        return ((self - mu) ** 2).sum(dim, keepdim=keepdim) / (n - 1 if unbiased else n)
+
+    def reshape(self, *shape):
+        return _fn.reshape(self, _shape_args(shape))
+
+    def view(self, *shape):
+        return _fn.reshape(self, _shape_args(shape))
+
+    def view_as(self, other):
+        return _fn.reshape(self, other.shape)
+
+    def expand(self, *shape):
+        return _fn.expand(self, _shape_args(shape))
+
+    def flatten(self, start_dim=0, end_dim=-1):
+        return _fn.flatten(self, start_dim, end_dim)
+
+    def permute(self, *dims):
+        return _fn.permute(self, _shape_args(dims))
+
+    def transpose(self, dim0, dim1):
+        return _fn.transpose(self, dim0, dim1)
+
+    def t(self):
+        return _fn.transpose(self, 0, 1)
+
+    def squeeze(self, dim=None):
+        return _fn.squeeze(self, dim)
+
+    def unsqueeze(self, dim):
+        return _fn.unsqueeze(self, dim)
+
+    def exp(self):
+        return _fn.Exp.apply(self)
+
+    def log(self):
+        return _fn.Log.apply(self)
+
+    def sqrt(self):
+        return _fn.Sqrt.apply(self)
+
+    def abs(self):
+        return _fn.Abs.apply(self)
+
+    def pow(self, exponent):
+        return self ** exponent
+
+    def add(self, other, alpha=1):
+        return self + (other * alpha if alpha != 1 else other)
+
+    def sub(self, other, alpha=1):
+        return self - (other * alpha if alpha != 1 else other)
+
+    def mul(self, other):
+        return self * other
+
+    def div(self, other):
+        return self / other
+
+    def matmul(self, other):
+        return self @ other
+
+    def relu(self):
+        return _fn.Relu.apply(self)
+
+    def sigmoid(self):
+        return _fn.Sigmoid.apply(self)
+
+    def tanh(self):
+        return _fn.Tanh.apply(self)
+
+    def softmax(self, dim):
+        return _fn.Softmax.apply(self, dim=dim)
+
+    def log_softmax(self, dim):
+        return _fn.LogSoftmax.apply(self, dim=dim)
+
+    def clamp(self, min=None, max=None):
+        return _fn.Clamp.apply(self, lo=min, hi=max)
+
+
+def _dims(dim):
+    return dim if isinstance(dim, (tuple, list)) else (dim,)
+
+
+def _shape_args(shape):
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        return tuple(shape[0])
+    return tuple(shape)
+
+
+def _operand(value, like):
+    """Python scalars stay scalars (NumPy keeps the tensor's dtype); arrays become tensors."""
+    if isinstance(value, Tensor):
+        return value
+    if isinstance(value, (int, float, bool, np.number)):
+        return value
+    if isinstance(value, np.ndarray):
+        return Tensor(value)
+    try:
+        return Tensor(np.asarray(value, dtype=like.data.dtype))
+    except (TypeError, ValueError) as e:
+        raise InvalidArgumentError(
+            f"expected a Tensor, array or number as operand, got {type(value).__name__}"
+        ) from e
+
+
+from .autograd import functions as _fn  # noqa: E402  (circular import by design)

@@ -1,0 +1,35 @@
+"""Shared fixtures. The torch oracle is optional locally and mandatory when EXCITE_REQUIRE_ORACLE=1."""
+import os
+
+import numpy as np
+import pytest
+
+import excite as ex
+
+
+def _require(module_name):
+    try:
+        return __import__(module_name)
+    except ImportError:
+        if os.environ.get("EXCITE_REQUIRE_ORACLE") == "1":
+            pytest.fail(f"{module_name} is required as the test oracle (EXCITE_REQUIRE_ORACLE=1) but is not installed")
+        pytest.skip(f"{module_name} not installed; oracle comparison skipped")
+
+
+@pytest.fixture(scope="session")
+def torch():
+    t = _require("torch")
+    t.set_num_threads(2)
+    return t
+
+
+@pytest.fixture(scope="session")
+def torchvision(torch):
+    return _require("torchvision")
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    ex.manual_seed(0)
+    np.random.seed(0)
+    yield
