@@ -1,10 +1,13 @@
 """The global random generator behind rand/randn, init and dropout; seeded by manual_seed."""
+import contextlib
 import threading
 
 import numpy as np
 
 _lock = threading.Lock()
 _generator = np.random.default_rng()
+# a per-thread override, so data-loader threads draw augmentations from their own seeded stream
+_thread_local = threading.local()
 
 
 def manual_seed(seed):
@@ -16,7 +19,23 @@ def manual_seed(seed):
 
 
 def generator():
-    return _generator
+    """The generator random ops draw from: this thread's override (see use_generator), else the global one."""
+    override = getattr(_thread_local, "generator", None)
+    return _generator if override is None else override
+
+
+@contextlib.contextmanager
+def use_generator(gen):
+    """Within the block, random ops on this thread draw from ``gen`` instead of the global generator.
+
+    DataLoader uses it so that random transforms give the same batches with or without worker threads.
+    """
+    previous = getattr(_thread_local, "generator", None)
+    _thread_local.generator = gen
+    try:
+        yield gen
+    finally:
+        _thread_local.generator = previous
 
 
 def get_rng_state():
