@@ -1,0 +1,110 @@
+"""`export`: write an excite model as an ONNX graph, built from its module structure."""
+import os
+import tempfile
+
+import numpy as np
+
+from ..errors import InvalidArgumentError, shape_str
+from ..tensor import Tensor
+from ._graph import GraphBuilder, Value, import_onnx, is_protobuf_too_large
+from ._registry import ExportContext
+
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+MIN_OPSET = 14  # HardSwish first appears in opset 14
+
+
+def export(model, example_input, path, opset=17, dynamic_batch=True, fold_batchnorm=False):
+    """Write ``model`` to ``path`` as an ONNX graph; returns the ``onnx.ModelProto`` written.
+
+    The graph computes the model's inference (eval-mode) forward whatever ``model.training``
+    says, like ``torch.onnx.export``'s default: BatchNorm uses its running statistics and
+    Dropout / StochasticDepth disappear. The model is read, never run nor modified, so export
+    is fast and leaves its mode, parameters and buffers untouched.
+
+    The graph has one float32 input named ``'input'`` of the shape of ``example_input`` (its
+    first dim named ``'batch'`` and free when ``dynamic_batch``) and one output named
+    ``'logits'``. Weights are stored in float32 as initializers named by their state_dict keys
+    (``features.0.0.weight``, ``features.0.1.running_mean``, ...). With ``fold_batchnorm=True``
+    each Conv2d directly followed by a BatchNorm2d in a Sequential becomes a single Conv whose
+    initializers are named ``<conv>.weight_bn_folded`` / ``<conv>.bias_bn_folded``; by default
+    BatchNormalization nodes are kept, since onnxruntime folds them itself when it loads a graph.
+
+    The model is exported layer by layer from a registry of converters (see
+    ``excite.onnx.register_converter``); a layer without one raises ``InvalidArgumentError``
+    naming it. The file passes ``onnx.checker.check_model`` and is written atomically.
+    """
+    onnx = import_onnx()
+    from . import _blocks, _layers  # noqa: F401  (importing them registers the converters)
+    from .. import __version__
+    from ..nn import Module
+
+    if not isinstance(model, Module):
+        raise InvalidArgumentError(f"export: model must be an excite.nn.Module, got {type(model).__name__}")
+    max_opset = onnx.defs.onnx_opset_version()
+    if isinstance(opset, bool) or not isinstance(opset, (int, np.integer)) or not MIN_OPSET <= opset <= max_opset:
+        raise InvalidArgumentError(f"export: opset must be an int in [{MIN_OPSET}, {max_opset}], got {opset!r}")
+    example = example_input.data if isinstance(example_input, Tensor) else np.asarray(example_input)
+    if example.dtype.kind != "f" or example.ndim < 1:
+        raise InvalidArgumentError(f"export: example_input must be a floating-point tensor such as [1, 3, H, W], "
+                                   f"got dtype {example.dtype} and shape {shape_str(example.shape)}")
+
+    builder = GraphBuilder(np.float32)
+    builder.unique(INPUT_NAME)
+    builder.unique(OUTPUT_NAME)
+    source = Value(INPUT_NAME, tuple(int(s) for s in example.shape))
+    result = ExportContext(builder, bool(fold_batchnorm), bool(dynamic_batch)).call(model, "", source)
+    if builder.produced(result.name):
+        builder.rename_value(result.name, OUTPUT_NAME)
+    else:  # the whole model is the identity
+        builder.nodes.append(("Identity", [result.name], [OUTPUT_NAME], {}, OUTPUT_NAME))
+    output = Value(OUTPUT_NAME, result.shape)
+
+    nbytes = sum(a.nbytes for a in builder.initializers.values())
+    if is_protobuf_too_large(nbytes):
+        raise InvalidArgumentError(f"export: the model's weights take {nbytes / 2**30:.2f} GiB, above the 2 GiB a "
+                                   f"single ONNX file can hold; external weight files are not supported")
+    doc = (f"{type(model).__name__} exported by excite {__version__}: input '{INPUT_NAME}' float32 "
+           f"{_dims(source.shape, dynamic_batch)}, output '{OUTPUT_NAME}' {_dims(output.shape, dynamic_batch)}")
+    proto = builder.to_model(source, output, int(opset), dynamic_batch, __version__, doc)
+    onnx.helper.set_model_props(proto, {"excite.model_class": type(model).__name__,
+                                        "excite.fold_batchnorm": str(bool(fold_batchnorm))})
+    data = proto.SerializeToString()
+    onnx.checker.check_model(data, full_check=True)
+    _atomic_write(path, data)
+    return proto
+
+
+def _dims(shape, dynamic_batch):
+    dims = [str(s) for s in shape]
+    if dynamic_batch and dims:
+        dims[0] = "batch"
+    return "[" + ", ".join(dims) + "]"
+
+
+def _atomic_write(path, data):
+    """Write to a temporary file beside ``path``, then rename: readers never see half a model."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        # mkstemp creates the file private (0600); give it the permissions a plain open() would
+        os.chmod(tmp, _new_file_mode(path))
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _new_file_mode(path):
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
