@@ -65,12 +65,30 @@ def log_softmax(input, dim):
 
 
 # ----- convolution and linear -----------------------------------------------------------
+def _unbatched(fn, input, *args, **kwargs):
+    """torch accepts [C, H, W] for 2-D convs and pools: run as a batch of one."""
+    return fn(input.unsqueeze(0), *args, **kwargs).squeeze(0)
+
+
+def _check_same_dtype(op, input, *others):
+    for name, t in others:
+        if t is not None and isinstance(t, Tensor) and t.dtype != input.dtype:
+            raise InvalidArgumentError(
+                f"{op}: input and {name} must have the same dtype, got {input.dtype} and {t.dtype}"
+            )
+
+
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     op = "conv2d"
     _require_float(input, op)
     _require_tensor(weight, op, "weight")
+    if input.ndim == 3:
+        return _unbatched(conv2d, input, weight, bias, stride, padding, dilation, groups)
     if input.ndim != 4:
-        raise ShapeError(f"conv2d expects a 4-D input [N, C, H, W], got {shape_str(input.shape)}")
+        raise ShapeError(
+            f"conv2d expects a 4-D input [N, C, H, W] (or 3-D [C, H, W]), got {shape_str(input.shape)}"
+        )
+    _check_same_dtype(op, input, ("weight", weight), ("bias", bias))
     if weight.ndim != 4:
         raise ShapeError(f"conv2d expects a 4-D weight [out, in/groups, kH, kW], got {shape_str(weight.shape)}")
     if not isinstance(groups, (int, np.integer)) or groups < 1:
@@ -149,11 +167,17 @@ def pad(input, pad, mode="constant", value=0.0):
 
 def linear(input, weight, bias=None):
     _require_float(input, "linear")
+    _require_tensor(weight, "linear", "weight")
+    if weight.ndim != 2:
+        raise ShapeError(f"linear expects a 2-D weight [out_features, in_features], got {shape_str(weight.shape)}")
     if input.ndim < 1 or input.shape[-1] != weight.shape[-1]:
         raise ShapeError(
             f"linear: input's last dim must be in_features={weight.shape[-1]}, got input of shape "
             f"{shape_str(input.shape)}"
         )
+    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
+        raise ShapeError(f"linear: bias must have shape [{weight.shape[0]}], got {shape_str(bias.shape)}")
+    _check_same_dtype("linear", input, ("weight", weight), ("bias", bias))
     return fn.Linear.apply(input, weight, bias)
 
 
@@ -161,11 +185,14 @@ def linear(input, weight, bias=None):
 def _check_4d(x, op):
     _require_float(x, op)
     if x.ndim != 4:
-        raise ShapeError(f"{op} expects a 4-D input [N, C, H, W], got {shape_str(x.shape)}")
+        raise ShapeError(f"{op} expects a 4-D input [N, C, H, W] (or 3-D [C, H, W]), got {shape_str(x.shape)}")
 
 
 def adaptive_avg_pool2d(input, output_size):
     op = "adaptive_avg_pool2d"
+    _require_float(input, op)
+    if input.ndim == 3:
+        return _unbatched(adaptive_avg_pool2d, input, output_size)
     _check_4d(input, op)
     if isinstance(output_size, (tuple, list)):
         output_size = tuple(input.shape[2 + i] if s is None else s for i, s in enumerate(output_size))
@@ -189,6 +216,10 @@ def _pool_args(op, input, kernel_size, stride, padding):
 
 def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
                divisor_override=None):
+    _require_float(input, "avg_pool2d")
+    if input.ndim == 3:
+        return _unbatched(avg_pool2d, input, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                          divisor_override)
     kernel, stride, padding = _pool_args("avg_pool2d", input, kernel_size, stride, padding)
     return fn.AvgPool2d.apply(input, kernel=kernel, stride=stride, padding=padding, ceil_mode=ceil_mode,
                               count_include_pad=count_include_pad, divisor_override=divisor_override)
@@ -197,6 +228,9 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
     if return_indices:
         raise InvalidArgumentError("max_pool2d: return_indices=True is not supported")
+    _require_float(input, "max_pool2d")
+    if input.ndim == 3:
+        return _unbatched(max_pool2d, input, kernel_size, stride, padding, dilation, ceil_mode)
     kernel, stride, padding = _pool_args("max_pool2d", input, kernel_size, stride, padding)
     dilation = _pair(dilation, "dilation", "max_pool2d")
     return fn.MaxPool2d.apply(input, kernel=kernel, stride=stride, padding=padding, dilation=dilation,
@@ -306,7 +340,8 @@ def _soft_cross_entropy(input, target, weight, reduction, label_smoothing):
         logp = logp * w.reshape((c,) + (1,) * (input.ndim - 2)) if input.ndim > 1 else logp * w
     loss = -(logp * target).sum(dim)
     if reduction == "mean":
-        return loss.sum() / (loss.shape[0] if input.ndim > 1 else 1)
+        # torch divides by the number of predictions: N times the spatial size
+        return loss.sum() / max(loss.numel(), 1)
     if reduction == "sum":
         return loss.sum()
     return loss
