@@ -30,16 +30,18 @@ def tensor(data, dtype=None, requires_grad=False):
     if isinstance(data, Tensor):
         data = data.data
     dtype = as_dtype(dtype)
+    try:
+        arr = np.array(data, dtype=dtype)
+    except (TypeError, ValueError) as e:
+        raise InvalidArgumentError(f"tensor(): cannot make a tensor from this {type(data).__name__}: {e}") from None
     if dtype is None:
-        arr = np.array(data)
-        if arr.dtype == np.float64 and not isinstance(data, np.ndarray):
+        from_numpy_types = isinstance(data, (np.ndarray, np.generic))  # these keep their dtype, as in torch
+        if arr.dtype == np.float64 and not from_numpy_types:
             arr = arr.astype(default_float)
-        elif arr.dtype.kind in "iu" and not isinstance(data, np.ndarray):
+        elif arr.dtype.kind in "iu" and not from_numpy_types:
             arr = arr.astype(np.int64)
         elif arr.dtype.kind not in "fiub":
             raise InvalidArgumentError(f"tensor(): cannot make a tensor from {type(data).__name__} data")
-    else:
-        arr = np.array(data, dtype=dtype)
     return _finish(arr, requires_grad)
 
 

@@ -3,31 +3,10 @@ import weakref
 
 import numpy as np
 
-from .errors import ExciteError, InvalidArgumentError
+from .errors import ExciteError, InvalidArgumentError, ShapeError, shape_str
 
-float32 = np.dtype(np.float32)
-float64 = np.dtype(np.float64)
-float16 = np.dtype(np.float16)
-int64 = np.dtype(np.int64)
-int32 = np.dtype(np.int32)
-uint8 = np.dtype(np.uint8)
-bool_ = np.dtype(np.bool_)
-default_float = float32
-
-
-def as_dtype(dtype):
-    if dtype is None:
-        return None
-    if dtype is bool:
-        return bool_
-    if dtype is float:
-        return default_float
-    if dtype is int:
-        return int64
-    try:
-        return np.dtype(dtype)
-    except TypeError as e:
-        raise InvalidArgumentError(f"expected a dtype such as excite.float32, got {dtype!r}") from e
+from .dtypes import (as_dtype, bool_, default_float, float16, float32, float64, int32, int64,  # noqa: F401
+                     result_dtype, uint8)
 
 
 class Tensor:
@@ -231,28 +210,28 @@ class Tensor:
 
     # ----- operators --------------------------------------------------------------------
     def __add__(self, other):
-        return _fn.Add.apply(self, _operand(other, self))
+        return _fn.Add.apply(*_promoted(self, _operand(other, self)))
 
     def __radd__(self, other):
-        return _fn.Add.apply(_operand(other, self), self)
+        return _fn.Add.apply(*_promoted(_operand(other, self), self))
 
     def __sub__(self, other):
-        return _fn.Sub.apply(self, _operand(other, self))
+        return _fn.Sub.apply(*_promoted(self, _operand(other, self)))
 
     def __rsub__(self, other):
-        return _fn.Sub.apply(_operand(other, self), self)
+        return _fn.Sub.apply(*_promoted(_operand(other, self), self))
 
     def __mul__(self, other):
-        return _fn.Mul.apply(self, _operand(other, self))
+        return _fn.Mul.apply(*_promoted(self, _operand(other, self)))
 
     def __rmul__(self, other):
-        return _fn.Mul.apply(_operand(other, self), self)
+        return _fn.Mul.apply(*_promoted(_operand(other, self), self))
 
     def __truediv__(self, other):
-        return _fn.Div.apply(self, _operand(other, self))
+        return _fn.Div.apply(*_promoted(self, _operand(other, self), true_divide=True))
 
     def __rtruediv__(self, other):
-        return _fn.Div.apply(_operand(other, self), self)
+        return _fn.Div.apply(*_promoted(_operand(other, self), self, true_divide=True))
 
     def __neg__(self):
         return _fn.Neg.apply(self)
@@ -263,24 +242,43 @@ class Tensor:
     def __pow__(self, exponent):
         if isinstance(exponent, Tensor):
             raise InvalidArgumentError("pow supports a scalar exponent only, got a Tensor")
-        return _fn.Pow.apply(self, exponent=exponent)
+        if isinstance(exponent, np.generic):
+            exponent = exponent.item()
+        if not isinstance(exponent, (int, float)):
+            raise InvalidArgumentError(f"pow: expected a scalar exponent, got {type(exponent).__name__}")
+        base = self
+        if isinstance(exponent, float) and base.data.dtype.kind != "f":
+            base = base.to(default_float)
+        return _fn.Pow.apply(base, exponent=exponent)
 
     def __rpow__(self, base):
-        return _fn.Exp.apply(self * float(np.log(base)))
+        if isinstance(base, np.generic):
+            base = base.item()
+        if not isinstance(base, (int, float)) or base <= 0:
+            raise InvalidArgumentError(f"number ** tensor needs a positive number as base, got {base!r}")
+        return _fn.Exp.apply(_floating(self) * float(np.log(base)))
 
     def __matmul__(self, other):
-        return _fn.matmul(self, _operand(other, self))
+        return _fn.matmul(*_promoted(self, _matmul_operand(other)))
 
     def __rmatmul__(self, other):
-        return _fn.matmul(_operand(other, self), self)
+        return _fn.matmul(*_promoted(_matmul_operand(other), self))
 
     def __getitem__(self, index):
         return _fn.index(self, index)
 
     # comparisons give bool tensors without a graph
     def _compare(self, other, op):
+        if not isinstance(other, (Tensor, np.ndarray, np.generic, int, float, list, tuple)):
+            return NotImplemented  # t == None is False and t < "a" a TypeError, as in torch
         other = other.data if isinstance(other, Tensor) else other
-        return Tensor(op(self.data, other))
+        try:
+            return Tensor(op(self.data, other))
+        except ValueError:
+            raise ShapeError(
+                f"comparison: shapes {shape_str(self.data.shape)} and {shape_str(np.shape(other))} "
+                "cannot be broadcast together"
+            ) from None
 
     def __eq__(self, other):
         return self._compare(other, np.equal)
@@ -326,7 +324,8 @@ class Tensor:
         return (self[i] for i in range(self.data.shape[0]))
 
     def __repr__(self):
-        body = np.array2string(self.data, separator=", ", prefix="tensor(", precision=4)
+        body = np.array2string(self.data, separator=", ", prefix="tensor(", threshold=1000, edgeitems=3,
+                               formatter=_float_formatter(self.data))
         extras = []
         if self.data.dtype not in (float32, int64, bool_):
             extras.append(f"dtype=excite.{self.data.dtype}")
@@ -341,15 +340,29 @@ class Tensor:
         return _fn.Sum.apply(self, dim=dim, keepdim=keepdim)
 
     def mean(self, dim=None, keepdim=False):
+        if self.data.dtype.kind != "f":
+            raise InvalidArgumentError(
+                f"mean(): expected a floating-point tensor, got dtype {self.data.dtype}; convert with .float()"
+            )
         return _fn.Mean.apply(self, dim=dim, keepdim=keepdim)
 
     def amax(self, dim=None, keepdim=False):
         return _fn.Amax.apply(self, dim=dim, keepdim=keepdim)
 
     def max(self, dim=None, keepdim=False):
+        """Without ``dim`` the largest value; with it ``(values, indices)``, the gradient going to
+        the selected index (torch's rule), unlike amax which shares it between ties."""
         if dim is None:
             return self.amax()
-        return self.amax(dim, keepdim), self.argmax(dim, keepdim)
+        indices = self.argmax(dim, keepdim=True)
+        axis = _fn.normalize_dims(dim, self.ndim, "max")[0] if self.ndim else 0
+        grid = list(np.indices(indices.shape, sparse=True))
+        if self.ndim:
+            grid[axis] = indices.data
+        values = self[tuple(grid)] if self.ndim else self.clone()
+        if not keepdim and self.ndim:
+            values, indices = values.squeeze(axis), indices.squeeze(axis)
+        return values, indices
 
     def argmax(self, dim=None, keepdim=False):
         if dim is None:
@@ -392,16 +405,19 @@ class Tensor:
         return _fn.unsqueeze(self, dim)
 
     def exp(self):
-        return _fn.Exp.apply(self)
+        return _fn.Exp.apply(_floating(self))
 
     def log(self):
-        return _fn.Log.apply(self)
+        return _fn.Log.apply(_floating(self))
 
     def sqrt(self):
-        return _fn.Sqrt.apply(self)
+        return _fn.Sqrt.apply(_floating(self))
 
     def abs(self):
         return _fn.Abs.apply(self)
+
+    def neg(self):
+        return _fn.Neg.apply(self)
 
     def pow(self, exponent):
         return self ** exponent
@@ -425,10 +441,10 @@ class Tensor:
         return _fn.Relu.apply(self)
 
     def sigmoid(self):
-        return _fn.Sigmoid.apply(self)
+        return _fn.Sigmoid.apply(_floating(self))
 
     def tanh(self):
-        return _fn.Tanh.apply(self)
+        return _fn.Tanh.apply(_floating(self))
 
     def softmax(self, dim):
         return _fn.Softmax.apply(self, dim=dim)
@@ -438,6 +454,41 @@ class Tensor:
 
     def clamp(self, min=None, max=None):
         return _fn.Clamp.apply(self, lo=min, hi=max)
+
+
+def _float_formatter(array):
+    """torch's float printing (torch/_tensor_str.py _Formatter): '1.' when every value is whole,
+    else 4 decimals, scientific for wide ranges; the width comes from the nonzero finite values."""
+    if array.dtype.kind != "f":
+        return None
+    if array.size > 1000:  # printed summarized, so format from the values that are shown (as torch)
+        for axis in range(array.ndim):
+            if array.shape[axis] > 6:
+                array = np.concatenate([array.take(range(3), axis), array.take(range(-3, 0), axis)], axis)
+    values = array.reshape(-1).astype(np.float64)
+    nonzero = values[np.isfinite(values) & (values != 0)]
+    whole, sci, width = True, False, 1
+    if nonzero.size:
+        magnitudes = np.abs(nonzero)
+        whole = bool(np.all(np.ceil(nonzero) == nonzero))
+        sci = magnitudes.max() / magnitudes.min() > 1000.0 or magnitudes.max() > 1e8 or magnitudes.min() < 1e-4
+        if sci:
+            width = max(len(f"{v:.4e}") for v in nonzero)
+        elif whole:
+            width = max(len(f"{v:.0f}") + 1 for v in nonzero)
+        else:
+            width = max(len(f"{v:.4f}") for v in nonzero)
+
+    def text(v):
+        if sci:
+            out = f"{v:{width}.4e}"
+        elif whole:
+            out = f"{v:.0f}" + ("" if np.isinf(v) or np.isnan(v) else ".")
+        else:
+            out = f"{v:.4f}"
+        return out.rjust(width)
+
+    return {"float_kind": text}
 
 
 def _dims(dim):
@@ -451,10 +502,12 @@ def _shape_args(shape):
 
 
 def _operand(value, like):
-    """Python scalars stay scalars (NumPy keeps the tensor's dtype); arrays become tensors."""
+    """Python scalars stay scalars (they do not widen a tensor's dtype); arrays become tensors."""
     if isinstance(value, Tensor):
         return value
-    if isinstance(value, (int, float, bool, np.number)):
+    if isinstance(value, np.generic) and value.dtype.kind in "biuf":
+        return value.item()  # NumPy scalars count as Python numbers, as in torch (np.float64 is a float)
+    if isinstance(value, (bool, int, float)):
         return value
     if isinstance(value, np.ndarray):
         return Tensor(value)
@@ -464,6 +517,36 @@ def _operand(value, like):
         raise InvalidArgumentError(
             f"expected a Tensor, array or number as operand, got {type(value).__name__}"
         ) from e
+
+
+def _matmul_operand(value):
+    if isinstance(value, Tensor):
+        return value
+    if isinstance(value, np.ndarray):
+        return Tensor(value)
+    raise InvalidArgumentError(f"matmul: expected a Tensor or array operand, got {type(value).__name__}")
+
+
+def _floating(t):
+    """Integer and bool tensors become float32 before a floating-point op (torch's rule)."""
+    return t if t.data.dtype.kind == "f" else t.to(default_float)
+
+
+def _promoted(a, b, true_divide=False):
+    """Cast the tensor operands of a binary op to the dtype torch would compute in."""
+    da = a.data.dtype if isinstance(a, Tensor) else None
+    db = b.data.dtype if isinstance(b, Tensor) else None
+    # fast path: two tensors of one floating dtype, or a float tensor and a Python number
+    if (da is None or da.kind == "f") and (db is None or db.kind == "f") and (da is None or db is None or da == db):
+        return a, b
+    target = result_dtype(a, b)
+    if true_divide and target.kind != "f":
+        target = default_float
+    if isinstance(a, Tensor) and a.data.dtype != target:
+        a = a.to(target)
+    if isinstance(b, Tensor) and b.data.dtype != target:
+        b = b.to(target)
+    return a, b
 
 
 from .autograd import functions as _fn  # noqa: E402  (circular import by design)

@@ -6,6 +6,15 @@ import pytest
 
 import excite as ex
 
+try:
+    from hypothesis import settings
+
+    # no example database in the tree, no per-example deadline (the machine is shared and noisy)
+    settings.register_profile("excite", database=None, deadline=None)
+    settings.load_profile("excite")
+except ImportError:  # hypothesis is a test extra; only the property tests need it
+    pass
+
 
 def _require(module_name):
     try:

@@ -17,94 +17,103 @@ def unbroadcast(grad, shape):
     return grad.reshape(shape)
 
 
+def _is_function(edge):
+    return edge is not None and not isinstance(edge, Tensor)
+
+
 def topological_order(root_fn):
-    """Functions reachable from ``root_fn``, each before the functions that produced its inputs."""
+    """Functions reachable from ``root_fn``, each before the functions that produced its inputs.
+
+    Iterative depth-first search: graphs 100,000 nodes deep must not hit the recursion limit.
+    """
     order = []
-    visited = set()
-    stack = [(root_fn, False)]
+    visited = {id(root_fn)}
+    stack = [(root_fn, iter(root_fn.edges))]
     while stack:
-        fn, done = stack.pop()
-        if done:
+        fn, children = stack[-1]
+        for child in children:
+            if _is_function(child) and id(child) not in visited:
+                visited.add(id(child))
+                stack.append((child, iter(child.edges)))
+                break
+        else:
+            stack.pop()
             order.append(fn)
-            continue
-        if id(fn) in visited:
-            continue
-        visited.add(id(fn))
-        stack.append((fn, True))
-        for t in fn.inputs:
-            if t is not None and t.grad_fn is not None and id(t.grad_fn) not in visited:
-                stack.append((t.grad_fn, False))
     order.reverse()
     return order
 
 
 def _accumulate_leaf(tensor, grad):
-    from ..tensor import Tensor
-
     if grad.dtype != tensor.data.dtype:
         grad = grad.astype(tensor.data.dtype)
     if tensor.grad is None:
-        # own the memory: a backward may hand the same array to several inputs
+        # own the memory: a backward may hand the same (or a read-only broadcast) array to several inputs
         tensor.grad = Tensor(np.array(grad, copy=True))
     else:
         tensor.grad.data = tensor.grad.data + grad
 
 
-def run_backward(root, gradient=None, retain_graph=False):
-    """Compute d(root)/d(leaf) for every leaf that requires grad and accumulate into ``.grad``."""
-    from ..tensor import Tensor
-
-    if not root.requires_grad:
-        raise ExciteError(
-            "backward() called on a tensor that does not require grad and has no grad_fn; "
-            "create the inputs with requires_grad=True (and outside no_grad())"
-        )
+def _root_gradient(root, gradient):
     if gradient is None:
         if root.data.size != 1:
             raise ExciteError(
                 f"grad can be implicitly created only for scalar outputs; backward() on a tensor of "
                 f"shape {shape_str(root.shape)} needs gradient= of the same shape"
             )
-        grad = np.ones_like(root.data)
-    else:
-        grad = gradient.data if isinstance(gradient, Tensor) else np.asarray(gradient)
-        if grad.shape != root.data.shape:
-            raise ShapeError(
-                f"backward: gradient= must have the output's shape {shape_str(root.shape)}, "
-                f"got {shape_str(grad.shape)}"
-            )
-        grad = grad.astype(root.data.dtype, copy=False)
+        return np.ones_like(root.data)
+    grad = gradient.data if isinstance(gradient, Tensor) else np.asarray(gradient)
+    if grad.shape != root.data.shape:
+        raise ShapeError(
+            f"backward: gradient= must have the output's shape {shape_str(root.shape)}, "
+            f"got {shape_str(grad.shape)}"
+        )
+    return grad.astype(root.data.dtype, copy=False)
+
+
+def run_backward(root, gradient=None, retain_graph=False):
+    """Compute d(root)/d(leaf) for every leaf that requires grad and accumulate into ``.grad``."""
+    if not root.requires_grad:
+        raise ExciteError(
+            "backward() called on a tensor that does not require grad and has no grad_fn; "
+            "create the inputs with requires_grad=True (and outside no_grad())"
+        )
+    grad = _root_gradient(root, gradient)
     if root.grad_fn is None:
         _accumulate_leaf(root, grad)
         return
 
     order = topological_order(root.grad_fn)
+    if any(fn.freed for fn in order):
+        raise ExciteError(
+            "Trying to backward through the graph a second time (or to use saved arrays after "
+            "they were freed); pass retain_graph=True to the first backward() if you need to "
+            "backward twice"
+        )
     grads = {id(root.grad_fn): grad}
     for fn in order:
         g = grads.pop(id(fn), None)
         if g is None:
+            if not retain_graph:
+                fn.release()
             continue
-        if fn.freed:
-            raise ExciteError(
-                "Trying to backward through the graph a second time (or to use saved arrays after "
-                "they were freed); pass retain_graph=True to the first backward() if you need to "
-                "backward twice"
-            )
         ref = fn.__dict__.get("retained_output")
         if ref is not None and ref() is not None:
             _accumulate_leaf(ref(), g)
         input_grads = fn.backward(g)
         if not isinstance(input_grads, tuple):
             input_grads = (input_grads,)
-        for t, gi in zip(fn.inputs, input_grads):
-            if t is None or gi is None or not t.requires_grad:
-                continue
-            gi = unbroadcast(np.asarray(gi), t.data.shape)
-            if t.grad_fn is None:
-                _accumulate_leaf(t, gi)
-            else:
-                key = id(t.grad_fn)
-                prev = grads.get(key)
-                grads[key] = gi if prev is None else prev + gi
         if not retain_graph:
             fn.release()
+        for edge, shape, gi in zip(fn.edges, fn.input_shapes, input_grads):
+            if edge is None or gi is None:
+                continue
+            gi = unbroadcast(np.asarray(gi), shape)
+            if isinstance(edge, Tensor):
+                _accumulate_leaf(edge, gi)
+            else:
+                key = id(edge)
+                prev = grads.get(key)
+                grads[key] = gi if prev is None else prev + gi
+
+
+from ..tensor import Tensor  # noqa: E402  (circular: Tensor.backward calls into the engine)

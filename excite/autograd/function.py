@@ -11,9 +11,15 @@ class Function:
     (Tensor arguments arrive unwrapped) and ``backward(self, grad) -> tuple`` returning one
     gradient array (or None) per positional argument. ``apply`` wraps the result in a Tensor
     and links it into the graph when any input requires grad and grad mode is on.
+
+    The node keeps only what backward needs: its saved arrays and, per positional argument,
+    an edge (the producing Function, the leaf Tensor to accumulate into, or None) plus the
+    argument's shape. It never holds intermediate tensors, so freeing the saved arrays after
+    backward frees the activations.
     """
 
-    inputs = ()
+    edges = ()
+    input_shapes = ()
     freed = False
 
     def save_for_backward(self, *arrays):
@@ -30,31 +36,44 @@ class Function:
         ctx = cls.__new__(cls)
         raw = []
         needs = []
-        any_grad = False
         for a in args:
             if isinstance(a, Tensor):
                 raw.append(a.data)
-                r = a.requires_grad
-                needs.append(r)
-                any_grad = any_grad or r
+                needs.append(a.requires_grad)
             else:
                 raw.append(a)
                 needs.append(False)
-        record = any_grad and is_grad_enabled()
+        record = any(needs) and is_grad_enabled()
         ctx.needs_input_grad = tuple(needs) if record else (False,) * len(args)
         out = ctx.forward(*raw, **kwargs)
         result = Tensor(out if isinstance(out, np.ndarray) else np.asarray(out))
         if record:
-            ctx.inputs = tuple(a if isinstance(a, Tensor) else None for a in args)
+            edges = []
+            shapes = []
+            for a, need in zip(args, needs):
+                if need:
+                    # a leaf is its own edge (gradients accumulate into it); a non-leaf is reached via grad_fn
+                    edges.append(a if a.grad_fn is None else a.grad_fn)
+                    shapes.append(a.data.shape)
+                else:
+                    edges.append(None)
+                    shapes.append(None)
+            ctx.edges = tuple(edges)
+            ctx.input_shapes = tuple(shapes)
             result.requires_grad = True
             result.grad_fn = ctx
         return result
 
+    @property
+    def next_functions(self):
+        """The graph edges, as torch names them: the Function or leaf Tensor behind each input."""
+        return self.edges
+
     def release(self):
         """Drop everything saved for backward; keep only the graph links."""
-        inputs = self.inputs
+        edges, shapes = self.edges, self.input_shapes
         self.__dict__.clear()
-        self.inputs = inputs
+        self.edges, self.input_shapes = edges, shapes
         self.freed = True
 
     def name(self):

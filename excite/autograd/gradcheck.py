@@ -47,15 +47,15 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3):
                     analytic[i][j] = g.data.reshape(-1)
         for i in checked:
             x = inputs[i].data
-            flat = x.reshape(-1)
             numeric = np.zeros_like(analytic[i])
-            for e in range(flat.size):
-                orig = flat[e]
-                flat[e] = orig + eps
+            # perturb through multi-indices: a flat reshape of a non-contiguous array would be a copy
+            for e, at in enumerate(np.ndindex(x.shape)):
+                orig = x[at]
+                x[at] = orig + eps
                 plus = _outputs(fn, inputs)[k].data.reshape(-1).astype(np.float64)
-                flat[e] = orig - eps
+                x[at] = orig - eps
                 minus = _outputs(fn, inputs)[k].data.reshape(-1).astype(np.float64)
-                flat[e] = orig
+                x[at] = orig
                 numeric[:, e] = (plus - minus) / (2 * eps)
             err = np.abs(analytic[i] - numeric) - (atol + rtol * np.abs(numeric))
             if err.size and err.max() > 0:

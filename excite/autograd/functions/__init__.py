@@ -5,5 +5,5 @@ from .conv import Conv2d, Linear
 from .loss import CrossEntropy, Dropout
 from .norm import BatchNorm
 from .pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
-from .reduction import Amax, Mean, Sum
+from .reduction import Amax, Mean, Sum, normalize_dims
 from .shape import cat, expand, flatten, index, permute, reshape, squeeze, stack, transpose, unsqueeze

@@ -5,19 +5,26 @@ from ...errors import InvalidArgumentError, ShapeError, shape_str
 from ..function import Function
 
 
-def _check_broadcast(op, a, b):
+def _elementwise(op, ufunc, a, b):
+    """``ufunc(a, b)``; NumPy's broadcasting ValueError becomes a ShapeError naming both shapes.
+
+    Checking after the fact keeps the common path free of a separate broadcast_shapes call.
+    """
     try:
-        np.broadcast_shapes(np.shape(a), np.shape(b))
+        return ufunc(a, b)
     except ValueError:
-        raise ShapeError(
-            f"{op}: shapes {shape_str(np.shape(a))} and {shape_str(np.shape(b))} cannot be broadcast together"
-        ) from None
+        try:
+            np.broadcast_shapes(np.shape(a), np.shape(b))
+        except ValueError:
+            raise ShapeError(
+                f"{op}: shapes {shape_str(np.shape(a))} and {shape_str(np.shape(b))} cannot be broadcast together"
+            ) from None
+        raise
 
 
 class Add(Function):
     def forward(self, a, b):
-        _check_broadcast("add", a, b)
-        return a + b
+        return _elementwise("add", np.add, a, b)
 
     def backward(self, g):
         return g, g
@@ -25,8 +32,7 @@ class Add(Function):
 
 class Sub(Function):
     def forward(self, a, b):
-        _check_broadcast("sub", a, b)
-        return a - b
+        return _elementwise("sub", np.subtract, a, b)
 
     def backward(self, g):
         return g, (-g if self.needs_input_grad[1] else None)
@@ -34,9 +40,8 @@ class Sub(Function):
 
 class Mul(Function):
     def forward(self, a, b):
-        _check_broadcast("mul", a, b)
         self.save_for_backward(a, b)
-        return a * b
+        return _elementwise("mul", np.multiply, a, b)
 
     def backward(self, g):
         a, b = self.saved_tensors
@@ -46,9 +51,8 @@ class Mul(Function):
 
 class Div(Function):
     def forward(self, a, b):
-        _check_broadcast("div", a, b)
         self.save_for_backward(a, b)
-        return a / b
+        return _elementwise("div", np.true_divide, a, b)
 
     def backward(self, g):
         a, b = self.saved_tensors
@@ -71,7 +75,10 @@ class Pow(Function):
             raise InvalidArgumentError(f"pow: expected a scalar exponent, got {type(exponent).__name__}")
         self.save_for_backward(a)
         self.exponent = exponent
-        return a ** exponent
+        try:
+            return a ** exponent
+        except ValueError as e:  # e.g. integers to negative integer powers
+            raise InvalidArgumentError(f"pow: cannot raise a {a.dtype} tensor to {exponent!r}: {e}") from None
 
     def backward(self, g):
         (a,) = self.saved_tensors
@@ -157,14 +164,9 @@ class Cast(Function):
 
 
 class MatMul(Function):
-    """Matrix product of arrays with at least 2 dims (batch dims broadcast)."""
+    """Matrix product of arrays with at least 2 dims (batch dims broadcast); see ``matmul``."""
 
     def forward(self, a, b):
-        if a.shape[-1] != b.shape[-2]:
-            raise ShapeError(
-                f"matmul: the last dim of the left operand must equal the second-to-last of the right; "
-                f"got {shape_str(a.shape)} @ {shape_str(b.shape)}"
-            )
         self.save_for_backward(a, b)
         return np.matmul(a, b)
 
@@ -176,9 +178,24 @@ class MatMul(Function):
 
 
 def matmul(a, b):
-    """torch.matmul semantics, including 1-D operands."""
+    """torch.matmul semantics, including 1-D operands and broadcast batch dims."""
     if a.ndim == 0 or b.ndim == 0:
         raise ShapeError(f"matmul: both operands need at least 1 dim, got {shape_str(a.shape)} @ {shape_str(b.shape)}")
+    inner_a = a.shape[-1]
+    inner_b = b.shape[-2] if b.ndim > 1 else b.shape[0]
+    if inner_a != inner_b:
+        raise ShapeError(
+            f"matmul: the left operand's last dim must equal the right operand's "
+            f"{'second-to-last' if b.ndim > 1 else 'only'} dim; got {shape_str(a.shape)} @ {shape_str(b.shape)} "
+            f"({inner_a} != {inner_b})"
+        )
+    try:
+        np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    except ValueError:
+        raise ShapeError(
+            f"matmul: batch dims {shape_str(a.shape[:-2])} and {shape_str(b.shape[:-2])} cannot be broadcast "
+            f"together; got {shape_str(a.shape)} @ {shape_str(b.shape)}"
+        ) from None
     squeeze_front = a.ndim == 1
     squeeze_back = b.ndim == 1
     if squeeze_front:
@@ -189,5 +206,5 @@ def matmul(a, b):
     if squeeze_back:
         out = out.squeeze(-1)
     if squeeze_front:
-        out = out.squeeze(-2)
+        out = out.squeeze(-1 if squeeze_back else -2)
     return out

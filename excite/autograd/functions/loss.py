@@ -21,7 +21,8 @@ class CrossEntropy(Function):
             loss = loss - label_smoothing / c * (logp * w).sum(axis=1) * valid
         if reduction == "mean":
             denom = wt.sum()
-            out = loss.sum() / denom
+            with np.errstate(invalid="ignore", divide="ignore"):  # every target ignored: NaN, as torch
+                out = loss.sum() / denom
         elif reduction == "sum":
             denom = None
             out = loss.sum()
@@ -36,7 +37,8 @@ class CrossEntropy(Function):
         logp, t, valid, w, wt = self.saved_tensors
         m, c = logp.shape
         if self.reduction == "mean":
-            scale = np.full(m, g / self.denom, dtype=logp.dtype)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                scale = np.full(m, g / self.denom, dtype=logp.dtype)
         elif self.reduction == "sum":
             scale = np.full(m, g, dtype=logp.dtype)
         else:
@@ -46,7 +48,9 @@ class CrossEntropy(Function):
         dlogp[np.arange(m), t] = -(1 - self.eps) * wt
         if self.eps:
             dlogp -= (self.eps / c) * w[None, :] * valid[:, None]
-        dlogp *= scale[:, None]
+        with np.errstate(invalid="ignore"):
+            dlogp *= scale[:, None]
+        dlogp[~valid] = 0  # ignored targets get exactly zero gradient, even when the mean is 0/0
         glogits = dlogp - np.exp(logp) * dlogp.sum(axis=1, keepdims=True)
         return glogits, None, None
 

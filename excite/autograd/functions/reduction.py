@@ -6,14 +6,26 @@ from ..function import Function
 
 
 def normalize_dims(dim, ndim, op):
-    if dim is None:
+    """Non-negative axes for ``dim`` (an int, a sequence, or None / () meaning every dim, as in torch).
+
+    A 0-d tensor accepts dim 0 and -1, as in torch, and has no axes to reduce.
+    """
+    if dim is None or (isinstance(dim, (tuple, list)) and len(dim) == 0):
         return tuple(range(ndim))
     dims = dim if isinstance(dim, (tuple, list)) else (dim,)
+    bound = max(ndim, 1)
     out = []
     for d in dims:
-        if not -max(ndim, 1) <= d < max(ndim, 1):
-            raise InvalidArgumentError(f"{op}: dim {d} is out of range for a tensor with {ndim} dims")
-        out.append(d % max(ndim, 1) if ndim else 0)
+        if not isinstance(d, (int, np.integer)) or isinstance(d, bool):
+            raise InvalidArgumentError(f"{op}: dim must be an int or a tuple of ints, got {dim!r}")
+        if not -bound <= d < bound:
+            raise InvalidArgumentError(
+                f"{op}: dim {d} is out of range for a tensor with {ndim} dims (expected {-bound}..{bound - 1})"
+            )
+        axis = int(d) % bound
+        if axis in out:
+            raise InvalidArgumentError(f"{op}: dim {axis} appears more than once in {list(dims)}")
+        out.append(axis)
     return tuple(out) if ndim else ()
 
 
@@ -50,6 +62,10 @@ class Amax(Function):
     def forward(self, a, dim=None, keepdim=False):
         self.axes = normalize_dims(dim, a.ndim, "amax")
         self.keepdim = keepdim
+        if any(a.shape[d] == 0 for d in self.axes):
+            raise InvalidArgumentError(
+                f"amax: cannot reduce over a dim of size 0 (input shape {list(a.shape)}, dims {list(self.axes)})"
+            )
         out = np.max(a, axis=self.axes, keepdims=True)
         self.save_for_backward(a, out)
         return out if keepdim else np.squeeze(out, axis=self.axes)

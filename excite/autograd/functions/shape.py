@@ -36,8 +36,12 @@ class Expand(Function):
 
 class Permute(Function):
     def forward(self, a, dims):
-        if sorted(d % max(a.ndim, 1) for d in dims) != list(range(a.ndim)):
-            raise InvalidArgumentError(f"permute: dims {list(dims)} are not a permutation of {a.ndim} dims")
+        in_range = all(-a.ndim <= d < a.ndim for d in dims)
+        if not in_range or sorted(d % a.ndim for d in dims) != list(range(a.ndim)):
+            raise InvalidArgumentError(
+                f"permute: dims {list(dims)} are not a permutation of the {a.ndim} dims of a tensor of shape "
+                f"{shape_str(a.shape)}"
+            )
         self.dims = tuple(d % a.ndim for d in dims)
         return np.transpose(a, self.dims)
 
@@ -55,8 +59,17 @@ class Index(Function):
 
     def backward(self, g):
         out = np.zeros(self.src_shape, dtype=g.dtype)
-        np.add.at(out, self.index, g)
+        if _is_basic(self.index):
+            out[self.index] = g  # basic indexing selects each element at most once
+        else:
+            np.add.at(out, self.index, g)  # advanced indices may repeat: accumulate
         return (out,)
+
+
+def _is_basic(index):
+    parts = index if isinstance(index, tuple) else (index,)
+    return all(p is None or p is Ellipsis or isinstance(p, (slice, int, np.integer)) and not isinstance(p, bool)
+               for p in parts)
 
 
 class Cat(Function):
