@@ -1,4 +1,6 @@
 """The backward engine: iterative topological order, gradient accumulation, graph freeing."""
+import threading
+
 import numpy as np
 
 from ..errors import ExciteError, ShapeError, shape_str
@@ -43,14 +45,20 @@ def topological_order(root_fn):
     return order
 
 
+# backward passes in several threads may share leaves (a module's parameters): the
+# read-modify-write of .grad must not lose one thread's contribution
+_leaf_lock = threading.Lock()
+
+
 def _accumulate_leaf(tensor, grad):
     if grad.dtype != tensor.data.dtype:
         grad = grad.astype(tensor.data.dtype)
-    if tensor.grad is None:
-        # own the memory: a backward may hand the same (or a read-only broadcast) array to several inputs
-        tensor.grad = Tensor(np.array(grad, copy=True))
-    else:
-        tensor.grad.data = tensor.grad.data + grad
+    with _leaf_lock:
+        if tensor.grad is None:
+            # own the memory: a backward may hand the same (or a read-only broadcast) array to several inputs
+            tensor.grad = Tensor(np.array(grad, copy=True))
+        else:
+            tensor.grad.data = tensor.grad.data + grad
 
 
 def _root_gradient(root, gradient):
