@@ -1,0 +1,402 @@
+"""The `excite` command: train, predict, info, convert, export and bench."""
+import argparse
+import json
+import os
+import sys
+
+from .errors import ExciteError, InvalidArgumentError
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl-C
+
+
+def _error_line(message):
+    # one line whatever the exception text holds (torch-style messages span several)
+    return "excite: error: " + " ".join(str(message).split())
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error in one line instead of a usage block."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, _error_line(f"{message} (see '{self.prog} --help')") + "\n")
+
+
+# ----- option types: a bad value is a one-line usage error naming the option -----------------------
+def _integer(low):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _fraction(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
+def _non_negative_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
+    return value
+
+
+# ----- train -------------------------------------------------------------------------------------
+# options whose value a resumed run takes from its checkpoint
+_RUN_OPTIONS = ("model", "data", "epochs", "batch_size", "lr", "optimizer", "weight_decay", "label_smoothing",
+                "image_size", "seed", "limit")
+
+
+def _add_train(sub):
+    from .train import DEFAULT_OUT, OPTIMIZERS
+
+    p = sub.add_parser(
+        "train", help="train an SE network (default: MobileNetV3-style on the bundled digits)",
+        description="Train a model. With no options: a MobileNetV3-Small-style SE network on the bundled UCI "
+                    "digits (8x8 images scaled to 32x32), a few minutes on two cores. Writes best.pth (weights, "
+                    "loadable with torch.load(weights_only=True)) and last.pth (everything --resume needs).")
+    p.add_argument("--model", metavar="NAME",
+                   help="mobilenet_v3_digits (default) or any registered model (excite info lists them)")
+    p.add_argument("--data", metavar="DIR",
+                   help="an ImageFolder (a folder of images per class); with train/ and val/ subfolders those are "
+                        "used, else a random tenth is held out for validation. Default: the bundled digits")
+    p.add_argument("--epochs", metavar="N", type=_integer(1), help="epochs to train (default 10)")
+    p.add_argument("--batch-size", metavar="N", type=_integer(1), help="images per batch (default 64)")
+    p.add_argument("--lr", metavar="LR", type=_positive_float,
+                   help="peak learning rate (default depends on --optimizer)")
+    p.add_argument("--optimizer", choices=sorted(OPTIMIZERS), help="default adamw")
+    p.add_argument("--weight-decay", metavar="WD", type=_non_negative_float, help="default depends on --optimizer")
+    p.add_argument("--label-smoothing", metavar="EPS", type=_fraction,
+                   help="label smoothing of the cross-entropy (default 0.1)")
+    p.add_argument("--image-size", metavar="N", type=_integer(8),
+                   help="input side in pixels (default 32 for the digits network, 224 otherwise)")
+    p.add_argument("--out", metavar="DIR", help=f"run directory (default {DEFAULT_OUT}, or {DEFAULT_OUT}2, ... "
+                                                "when it already holds a run)")
+    p.add_argument("--resume", nargs="?", const=True, metavar="LAST_PTH",
+                   help="continue a stopped run from its last.pth (default: the latest run's); the result is the "
+                        "same as if it had never stopped")
+    p.add_argument("--seed", metavar="N", type=_integer(0),
+                   help="seed of initialisation, data order and augmentation (default 0)")
+    p.add_argument("--workers", metavar="N", type=_integer(0),
+                   help="data-loading threads (default 0 for digits, 2 for --data)")
+    p.add_argument("--limit", metavar="N", type=_integer(2), help="use at most N images of each split (quick trials)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_train)
+
+
+def _shown(path):
+    rel = os.path.relpath(path)
+    return path if rel.startswith("..") else rel
+
+
+def _train_config(args):
+    from .train import TrainConfig
+
+    given = {k: getattr(args, k) for k in _RUN_OPTIONS if getattr(args, k) is not None}
+    return TrainConfig(**given, workers=args.workers)
+
+
+def _check_resume_options(args, stored, path):
+    for key in _RUN_OPTIONS:
+        value = getattr(args, key)
+        if value is None:
+            continue
+        if key == "data":
+            value = os.path.abspath(value)
+        if value != stored.get(key):
+            option = "--" + key.replace("_", "-")
+            raise InvalidArgumentError(
+                f"--resume continues the run in {_shown(path)}, started with {option} {stored.get(key)}; "
+                f"got {option} {getattr(args, key)} (start a new run with --out to change it)")
+
+
+def _run_train(args):
+    from .train import DEFAULT_OUT, Trainer, fresh_run_dir, latest_run, load_run_checkpoint
+
+    progress = not args.no_progress
+    if args.resume is not None:
+        if args.resume is True:
+            out = args.out or latest_run(DEFAULT_OUT) or DEFAULT_OUT
+            path = os.path.join(out, "last.pth")
+            if not os.path.isfile(path):
+                raise InvalidArgumentError(f"nothing to resume: no last.pth in {_shown(os.path.abspath(out))}")
+        else:
+            path = args.resume
+            if not os.path.isfile(path):
+                raise InvalidArgumentError(f"no such file: {path}")
+            out = args.out
+        checkpoint = load_run_checkpoint(path)
+        _check_resume_options(args, checkpoint["config"], path)
+        trainer = Trainer.resume(path, out=out, progress=progress, workers=args.workers, checkpoint=checkpoint)
+    else:
+        if args.out is None:
+            out = fresh_run_dir(DEFAULT_OUT)
+        else:
+            out = args.out
+            if os.path.exists(os.path.join(out, "last.pth")):
+                raise InvalidArgumentError(f"{out} already holds a run; continue it with --resume, or pick "
+                                           "another --out")
+        trainer = Trainer(_train_config(args), out, progress=progress)
+    result = trainer.run()
+    print(f"{result.test_split} accuracy: {100 * result.test_accuracy:.2f}% ({result.test_size} images; best epoch "
+          f"{result.best_epoch}, val accuracy {100 * result.best_val_accuracy:.2f}%) in {result.seconds:.0f}s")
+    print(f"best weights: {_shown(result.best_checkpoint)}  (excite predict {_shown(result.best_checkpoint)} "
+          "IMAGE; torch.load(..., weights_only=True))")
+    print(f"resume state: {_shown(result.last_checkpoint)}")
+    return 0
+
+
+# ----- predict -----------------------------------------------------------------------------------
+def _add_source_options(p):
+    p.add_argument("--model", metavar="NAME", help="the architecture of a checkpoint that does not record it "
+                                                   "(a PyTorch state_dict, or best.pth away from its run.json)")
+    p.add_argument("--image-size", metavar="N", type=_integer(8),
+                   help="input side in pixels (default: as the model was trained, else 224)")
+
+
+def _add_predict(sub):
+    p = sub.add_parser(
+        "predict", help="classify images with a checkpoint or pretrained model",
+        description="Print the top-k classes of each image. CHECKPOINT_OR_MODEL is an excite checkpoint "
+                    "(best.pth or last.pth of excite train), a PyTorch/safetensors checkpoint of a registered model "
+                    "(with --model), or a registered model name with --weights.")
+    p.add_argument("source", metavar="CHECKPOINT_OR_MODEL")
+    p.add_argument("images", metavar="IMAGE", nargs="+")
+    _add_source_options(p)
+    p.add_argument("--resize-size", metavar="N", type=_integer(8),
+                   help="resize the shorter side to this before the center crop (default: image size / 0.875)")
+    p.add_argument("--weights", metavar="NAME",
+                   help="pretrained weights of a model name: DEFAULT or e.g. IMAGENET1K_V1")
+    p.add_argument("--topk", metavar="N", type=_integer(1), default=5, help="classes to show per image (default 5)")
+    p.add_argument("--engine", choices=("excite", "onnxruntime"), default="excite",
+                   help="run the model in excite (default) or export it to ONNX and run onnxruntime")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=_run_predict)
+
+
+def _run_predict(args):
+    from .predict import classify, load_inference_model, open_image
+
+    for path in args.images:  # a bad image fails before the model loads
+        open_image(path)
+    loaded = load_inference_model(args.source, model=args.model, weights=args.weights, image_size=args.image_size,
+                                  resize_size=args.resize_size)
+    results = classify(loaded, args.images, topk=args.topk, engine=args.engine)
+    if args.json:
+        print(json.dumps([{"image": path, "top": [{"index": i, "class": name, "probability": p}
+                                                  for i, name, p in top]}
+                          for path, top in zip(args.images, results)], indent=1))
+        return 0
+    width = max(len(name) for top in results for _, name, _ in top)
+    for path, top in zip(args.images, results):
+        print(path)
+        for rank, (index, name, prob) in enumerate(top, 1):
+            print(f"  {rank}. {name:<{width}}  {100 * prob:6.2f}%  (class {index})")
+    return 0
+
+
+# ----- info --------------------------------------------------------------------------------------
+def _add_info(sub):
+    p = sub.add_parser(
+        "info", help="layer table of a model: output shapes, parameters, multiply-adds",
+        description="Print a model's layers with output shapes, parameter counts and multiply-adds (MACs, counted "
+                    "over Conv2d and Linear as torchvision's GFLOPS). MODEL is a registered name or a checkpoint; "
+                    "without it, list the registered models.")
+    p.add_argument("source", metavar="MODEL", nargs="?")
+    _add_source_options(p)
+    p.add_argument("--num-classes", metavar="N", type=_integer(1), help="classifier outputs (default: the model's)")
+    p.add_argument("--depth", metavar="N", type=_integer(1), default=3,
+                   help="show modules down to this nesting depth (default 3)")
+    p.add_argument("--json", action="store_true", help="print JSON (every module) instead of a table")
+    p.set_defaults(func=_run_info)
+
+
+def _run_info(args):
+    from .recipes import build_model, check_model_name, default_image_size, list_models
+    from .summary import format_summary, summarize, summary_json
+
+    if args.source is None:
+        print("\n".join(list_models()))
+        return 0
+    if os.path.exists(args.source) or _looks_like_path(args.source):
+        from .predict import load_inference_model
+
+        loaded = load_inference_model(args.source, model=args.model, image_size=args.image_size)
+        model, name, size = loaded.model, loaded.name, loaded.preprocessing.image_size
+    else:
+        check_model_name(args.source)
+        name, size = args.source, args.image_size or default_image_size(args.source)
+        model = build_model(name, num_classes=args.num_classes)
+    summary = summarize(model, image_size=size)
+    if args.json:
+        print(json.dumps(summary_json(summary), indent=1))
+    else:
+        print(format_summary(summary, depth=args.depth, model_name=name))
+    return 0
+
+
+def _looks_like_path(text):
+    from .predict import looks_like_path
+
+    return looks_like_path(text)
+
+
+# ----- convert, export, bench ----------------------------------------------------------------------
+def _add_convert(sub):
+    p = sub.add_parser("convert", help="convert a checkpoint between .pth and .safetensors",
+                       description="Convert a checkpoint between PyTorch .pth and .safetensors (the format follows "
+                                   "OUT's suffix), keeping every dtype.")
+    p.add_argument("src", metavar="IN")
+    p.add_argument("dst", metavar="OUT")
+    p.set_defaults(func=_run_convert)
+
+
+def _run_convert(args):
+    from .io import convert
+
+    if not os.path.isfile(args.src):
+        raise InvalidArgumentError(f"no such file: {args.src}")
+    if os.path.abspath(args.src) == os.path.abspath(args.dst):
+        raise InvalidArgumentError("IN and OUT are the same file")
+    if args.dst.endswith(".safetensors") and _is_training_checkpoint(args.src):
+        # safetensors holds a flat dict of tensors: of a training state, only the model weights fit
+        from .io import load, save
+
+        save(dict(load(args.src)["model"]), args.dst)
+        print(f"wrote {args.dst} (the model weights of the training checkpoint {args.src})")
+        return 0
+    convert(args.src, args.dst)
+    print(f"wrote {args.dst}")
+    return 0
+
+
+def _is_training_checkpoint(path):
+    from .io import load
+    from .train import CHECKPOINT_FORMAT
+
+    try:
+        obj = load(path)
+    except ExciteError:
+        return False  # convert reports what is wrong with the file
+    return isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT
+
+
+def _add_export(sub):
+    p = sub.add_parser("export", help="export a model or checkpoint to ONNX",
+                       description="Write an ONNX graph of a checkpoint (as for predict) or of a registered model "
+                                   "(pretrained with --weights, else freshly initialised).")
+    p.add_argument("source", metavar="MODEL_OR_CHECKPOINT")
+    p.add_argument("dst", metavar="OUT.onnx")
+    _add_source_options(p)
+    p.add_argument("--weights", metavar="NAME",
+                   help="pretrained weights of a model name: DEFAULT or e.g. IMAGENET1K_V1")
+    p.add_argument("--opset", metavar="N", type=_integer(13), default=17, help="ONNX opset (default 17)")
+    p.add_argument("--static-batch", action="store_true", help="fix the batch dimension to 1")
+    p.add_argument("--fold-batchnorm", action="store_true", help="fold BatchNorm into the preceding Conv")
+    p.set_defaults(func=_run_export)
+
+
+def _run_export(args):
+    import numpy as np
+
+    from .onnx import export
+    from .predict import load_inference_model
+    from .recipes import build_model, check_model_name, default_image_size
+    from .tensor import Tensor
+
+    if os.path.exists(args.source) or _looks_like_path(args.source) or args.weights is not None:
+        loaded = load_inference_model(args.source, model=args.model, weights=args.weights, image_size=args.image_size)
+        model, size = loaded.model, loaded.preprocessing.image_size
+    else:
+        check_model_name(args.source)
+        model, size = build_model(args.source).eval(), args.image_size or default_image_size(args.source)
+    export(model, Tensor(np.zeros((1, 3, size, size), dtype=np.float32)), args.dst, opset=args.opset,
+           dynamic_batch=not args.static_batch, fold_batchnorm=args.fold_batchnorm)
+    print(f"wrote {args.dst} (input 'input' [N, 3, {size}, {size}], output 'logits')")
+    return 0
+
+
+def _run_bench(argv):
+    from . import bench
+
+    return bench.main(argv)
+
+
+# ----- entry point -------------------------------------------------------------------------------
+def build_parser():
+    from . import __version__
+
+    parser = _Parser(prog="excite", description="Squeeze-and-Excitation networks (MobileNetV3, EfficientNet) on "
+                                                "a NumPy engine, torchvision-compatible, without PyTorch.")
+    parser.add_argument("--version", action="version", version=f"excite {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    _add_train(sub)
+    _add_predict(sub)
+    _add_info(sub)
+    _add_convert(sub)
+    _add_export(sub)
+    sub.add_parser("bench", help="benchmark excite against PyTorch and onnxruntime (excite bench --help)",
+                   add_help=False)
+    return parser
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "bench":  # the benchmark parses its own options
+        return _guarded(lambda: _run_bench(argv[1:]))
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    return _guarded(lambda: args.func(args))
+
+
+def _guarded(run):
+    """Run a verb; known failures become one line on stderr and an exit code, never a traceback."""
+    from .train import TrainingInterrupted
+
+    debug = os.environ.get("EXCITE_DEBUG") == "1"
+    try:
+        return run() or 0
+    except TrainingInterrupted as e:
+        print(f"excite: {e}; continue with: excite train --resume {_shown(e.checkpoint)}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        print("excite: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (ExciteError, OSError, ImportError) as e:
+        if debug:
+            raise
+        text = str(e) or type(e).__name__
+        if isinstance(e, OSError) and e.filename is not None and e.strerror:
+            text = f"{e.strerror}: {e.filename}"
+        print(_error_line(text), file=sys.stderr)
+        return EXIT_ERROR

@@ -1,0 +1,301 @@
+"""Inference models from a checkpoint or a registered name, and top-k image classification (`excite predict`)."""
+import contextlib
+import dataclasses
+import json
+import os
+import tempfile
+
+import numpy as np
+
+from .errors import CheckpointError, ExciteError, InvalidArgumentError, UnsafeCheckpointError, shape_str
+
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".pth.tar", ".ckpt", ".bin", ".safetensors")
+# wrappers other tools put around a state_dict (torchvision's reference scripts use "model")
+STATE_DICT_KEYS = ("model", "state_dict", "model_state_dict", "model_state")
+
+
+@dataclasses.dataclass
+class Preprocessing:
+    """How an image becomes the model's input: resize, center crop, to [0, 1], normalize."""
+
+    image_size: int
+    resize_size: object  # an int (shorter side) or [h, w]
+    mean: list
+    std: list
+    interpolation: str = "bilinear"
+    grayscale: bool = False
+
+    def transform(self):
+        from .vision import transforms as T
+
+        steps = [T.Grayscale(num_output_channels=1)] if self.grayscale else []
+        steps += [T.Resize(self.resize_size, interpolation=self.interpolation), T.CenterCrop(self.image_size)]
+        if self.grayscale:
+            steps.append(T.Grayscale(num_output_channels=3))
+        steps += [T.ToTensor(), T.Normalize(self.mean, self.std)]
+        return T.Compose(steps)
+
+    @classmethod
+    def imagenet(cls, image_size, resize_size=None):
+        resize = int(round(image_size / 0.875)) if resize_size is None else resize_size
+        return cls(image_size=image_size, resize_size=resize, mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
+
+
+@dataclasses.dataclass
+class InferenceModel:
+    model: object
+    name: str
+    class_names: list
+    preprocessing: Preprocessing
+    source: str
+
+
+# ----- state dicts -----------------------------------------------------------------------------
+def _is_state_dict(obj):
+    from .tensor import Tensor
+
+    return isinstance(obj, dict) and bool(obj) and all(isinstance(v, Tensor) for v in obj.values())
+
+
+def extract_state_dict(obj, where):
+    """The state_dict inside a loaded checkpoint: bare, or under one of the usual wrapper keys."""
+    if isinstance(obj, dict) and not _is_state_dict(obj):
+        for key in STATE_DICT_KEYS:
+            if _is_state_dict(obj.get(key)):
+                obj = obj[key]
+                break
+    if not _is_state_dict(obj):
+        raise CheckpointError(f"{where} holds no model weights (expected a state_dict of tensors, or one under "
+                              f"the key {' / '.join(repr(k) for k in STATE_DICT_KEYS)})")
+    if all(k.startswith("module.") for k in obj):  # saved from DataParallel / DistributedDataParallel
+        obj = {k[len("module."):]: v for k, v in obj.items()}
+    return obj
+
+
+def _brief(keys, limit=3):
+    keys = list(keys)
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def check_fits(model, state_dict, name, where):
+    """Raise CheckpointError saying briefly which keys differ when ``state_dict`` is not for ``model``."""
+    own = model.state_dict()
+    optional = {k for k in own if k.endswith("num_batches_tracked")}  # absent from old checkpoints
+    missing = [k for k in own if k not in state_dict and k not in optional]
+    unexpected = [k for k in state_dict if k not in own]
+    resized = [f"{k} {shape_str(state_dict[k].shape)} vs {shape_str(own[k].shape)}"
+               for k in own if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)]
+    if not (missing or unexpected or resized):
+        return
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing keys ({_brief(missing)})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected keys ({_brief(unexpected)})")
+    if resized:
+        parts.append(f"{len(resized)} shape mismatches, checkpoint vs model ({_brief(resized, 2)})")
+    raise CheckpointError(f"{where} does not fit {name}: " + "; ".join(parts)
+                          + " — is it a checkpoint of another architecture? (choose it with --model)")
+
+
+def _classifier_key(model):
+    """The weight key of the model's last Linear layer, whose rows are the classes."""
+    from .nn import Linear
+
+    linears = [name for name, m in model.named_modules() if isinstance(m, Linear)]
+    return f"{linears[-1]}.weight" if linears else None
+
+
+def model_for_state_dict(name, state_dict, where, num_classes=None):
+    """Build ``name`` sized to the checkpoint's number of classes and load ``state_dict`` into it."""
+    from .recipes import build_model
+
+    model = build_model(name, num_classes=num_classes)
+    key = _classifier_key(model)
+    if num_classes is None and key in state_dict:
+        found = int(state_dict[key].shape[0])
+        if found != model.state_dict()[key].shape[0]:
+            model = build_model(name, num_classes=found)
+    check_fits(model, state_dict, name, where)
+    model.load_state_dict(state_dict, strict=False)
+    return model.eval()
+
+
+def _class_names(count, names=None):
+    if names is not None and len(names) == count:
+        return list(names)
+    if count == 1000:
+        from .vision._imagenet_categories import IMAGENET_CATEGORIES
+
+        return list(IMAGENET_CATEGORIES)
+    return [str(i) for i in range(count)]
+
+
+def _num_outputs(model, state_dict):
+    key = _classifier_key(model)
+    return int(state_dict[key].shape[0]) if key in state_dict else None
+
+
+# ----- sources ---------------------------------------------------------------------------------
+def looks_like_path(text):
+    return os.sep in text or "/" in text or text.lower().endswith(CHECKPOINT_SUFFIXES)
+
+
+def load_inference_model(source, model=None, weights=None, image_size=None, resize_size=None):
+    """Resolve ``source`` for inference.
+
+    ``source`` is an excite training checkpoint (last.pth, or best.pth with its run.json beside
+    it), a PyTorch / safetensors checkpoint of a registered model (name it with ``model``), or a
+    registered model name (with ``weights``, e.g. ``"DEFAULT"``).
+    """
+    if os.path.isdir(source):
+        raise InvalidArgumentError(f"{source} is a directory, not a checkpoint file")
+    if os.path.isfile(source):
+        if weights is not None:
+            raise InvalidArgumentError("--weights names pretrained weights of a model name; it does not apply "
+                                       "to a checkpoint file")
+        return _from_checkpoint(source, model, image_size, resize_size)
+    if looks_like_path(source):
+        raise InvalidArgumentError(f"no such file: {source}")
+    return _from_name(source, model, weights, image_size, resize_size)
+
+
+def _from_checkpoint(path, model_name, image_size, resize_size):
+    from .io import load
+    from .recipes import check_model_name, default_image_size
+    from .train import CHECKPOINT_FORMAT
+
+    try:
+        obj = load(path)
+    except UnsafeCheckpointError as e:
+        raise UnsafeCheckpointError(f"{e}; if {path} is a whole pickled model, save its weights instead: "
+                                    "torch.save(model.state_dict(), path)") from None
+    meta = None
+    if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
+        meta, state_dict = obj["meta"], obj["model"]
+    else:
+        state_dict = extract_state_dict(obj, path)
+        run_json = os.path.join(os.path.dirname(os.path.abspath(path)), "run.json")
+        if os.path.isfile(run_json):
+            with open(run_json) as f:
+                meta = json.load(f).get("meta")
+    if model_name is not None and meta is not None and model_name != meta["model"]:
+        meta = None  # the user overrides what the run recorded
+    name = model_name or (meta or {}).get("model")
+    if name is None:
+        raise InvalidArgumentError(f"{path} holds only weights and no record of its architecture; "
+                                   "name it with --model (excite info lists the models)")
+    check_model_name(name)
+    num_classes = meta["num_classes"] if meta else None
+    model = model_for_state_dict(name, state_dict, path, num_classes=num_classes)
+    if meta is not None:
+        prep = Preprocessing(image_size=meta["image_size"], resize_size=meta["resize_size"], mean=meta["mean"],
+                             std=meta["std"], interpolation=meta.get("interpolation", "bilinear"),
+                             grayscale=bool(meta.get("grayscale", False)))
+        if image_size is not None:
+            # keep the trained relation: a square resize stays square, a shorter-side resize keeps its margin
+            square = isinstance(prep.resize_size, (list, tuple))
+            prep = dataclasses.replace(prep, image_size=image_size,
+                                       resize_size=[image_size, image_size] if square else round(image_size / 0.875))
+        if resize_size is not None:
+            prep = dataclasses.replace(prep, resize_size=resize_size)
+        names = meta.get("class_names")
+    else:
+        prep = Preprocessing.imagenet(image_size or default_image_size(name), resize_size)
+        names = None
+    return InferenceModel(model, name, _class_names(_num_outputs(model, state_dict) or len(names or []), names),
+                          prep, path)
+
+
+def _from_name(name, model_name, weights, image_size, resize_size):
+    from .recipes import build_model, check_model_name
+    from .vision import weights as registry
+
+    check_model_name(name)
+    if model_name is not None and model_name != name:
+        raise InvalidArgumentError(f"--model {model_name} contradicts the model name {name}")
+    if weights is None:
+        raise InvalidArgumentError(f"{name} is a model name without weights; a freshly initialised model predicts "
+                                   "noise: pass --weights DEFAULT (pretrained) or a checkpoint file")
+    entry = registry.resolve(name, weights)
+    model = registry.load_pretrained(build_model(name), entry).eval()
+    p = entry.preprocessing
+    prep = Preprocessing(image_size=image_size or p["crop_size"], resize_size=resize_size or p["resize_size"],
+                         mean=list(p.get("mean", (0.485, 0.456, 0.406))),
+                         std=list(p.get("std", (0.229, 0.224, 0.225))),
+                         interpolation=p.get("interpolation", "bilinear"))
+    return InferenceModel(model, name, list(entry.meta["categories"]), prep, f"{name} ({entry!r})")
+
+
+# ----- images ----------------------------------------------------------------------------------
+def open_image(path):
+    """Open ``path`` as an RGB PIL image, or raise InvalidArgumentError saying why it cannot be."""
+    from PIL import Image, UnidentifiedImageError
+
+    if os.path.isdir(path):
+        raise InvalidArgumentError(f"{path} is a directory, not an image")
+    if not os.path.isfile(path):
+        raise InvalidArgumentError(f"no such file: {path}")
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except UnidentifiedImageError:
+        raise InvalidArgumentError(f"{path} is not an image (Pillow cannot identify its format)") from None
+    except (OSError, ValueError, SyntaxError) as e:  # truncated or corrupt image data
+        raise InvalidArgumentError(f"cannot read image {path}: {e}") from None
+
+
+def preprocess(loaded, paths):
+    """A [N, 3, H, W] float32 batch of the images at ``paths``."""
+    transform = loaded.preprocessing.transform()
+    return np.stack([np.asarray(transform(open_image(p)).data, dtype=np.float32) for p in paths])
+
+
+@contextlib.contextmanager
+def runner(loaded, engine="excite"):
+    """A function from a [N, 3, H, W] float32 batch to logits, on excite or (exported once) onnxruntime."""
+    from .tensor import Tensor
+
+    if engine == "excite":
+        from .autograd import no_grad
+
+        def run(batch):
+            with no_grad():
+                return np.asarray(loaded.model(Tensor(batch)).data)
+
+        yield run
+    elif engine == "onnxruntime":
+        from .onnx import export, load_onnx
+
+        size = loaded.preprocessing.image_size
+        with tempfile.TemporaryDirectory(prefix="excite-predict-") as tmp:
+            path = os.path.join(tmp, "model.onnx")
+            export(loaded.model, Tensor(np.zeros((1, 3, size, size), dtype=np.float32)), path)
+            session = load_onnx(path)
+            yield lambda batch: np.asarray(session(batch))
+    else:
+        raise InvalidArgumentError(f"engine must be 'excite' or 'onnxruntime', got {engine!r}")
+
+
+def softmax(x):
+    x = np.asarray(x, dtype=np.float64)
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def classify(loaded, paths, topk=5, engine="excite", batch_size=32):
+    """For each image, its ``topk`` (class index, class name, probability), most probable first."""
+    if int(topk) != topk or topk < 1:
+        raise InvalidArgumentError(f"topk must be a positive integer, got {topk!r}")
+    chunks = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]
+    with runner(loaded, engine) as run:
+        probs = np.concatenate([softmax(run(preprocess(loaded, chunk))) for chunk in chunks])
+    if probs.shape[1] != len(loaded.class_names):
+        raise ExciteError(f"the model has {probs.shape[1]} outputs but {len(loaded.class_names)} class names")
+    k = min(int(topk), probs.shape[1])
+    results = []
+    for path, row in zip(paths, probs):
+        order = np.argsort(-row, kind="stable")[:k]
+        results.append([(int(i), loaded.class_names[i], float(row[i])) for i in order])
+    return results

@@ -1,0 +1,130 @@
+"""The data of a training run: the digits or an ImageFolder, their splits, and the batch order of each epoch."""
+import dataclasses
+import os
+
+import numpy as np
+
+from .errors import InvalidArgumentError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclasses.dataclass
+class Splits:
+    train: object
+    val: object
+    test: object  # None: the validation split is the only held-out data
+    classes: list
+    preprocessing: dict  # how `excite predict` must prepare an image for this model
+
+
+def _subset(dataset, indices):
+    from .data import Subset
+
+    return Subset(dataset, [int(i) for i in indices])
+
+
+def _limited(dataset, limit, seed):
+    if limit is None or len(dataset) <= limit:
+        return dataset
+    # a random (not leading) subset, so every class shows up in a small limit
+    return _subset(dataset, np.sort(np.random.default_rng([seed, 3]).permutation(len(dataset))[:limit]))
+
+
+def split_indices(n, val_fraction, seed):
+    order = np.random.default_rng([seed, 1]).permutation(n)
+    n_val = min(n - 1, max(1, round(n * val_fraction)))
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def build_splits(config):
+    """Datasets for a resolved config: the bundled digits, or an ImageFolder (with train/ and val/ or split)."""
+    from .vision import transforms as T
+
+    size = config.image_size
+    normalize = T.Normalize(IMAGENET_MEAN, IMAGENET_STD)
+    if config.data is None:
+        from .vision.datasets import Digits
+
+        # 8x8 gray digits, scaled up and repeated over 3 channels so every RGB model accepts them
+        tf = T.Compose([T.Resize((size, size)), T.Grayscale(num_output_channels=3), T.ToTensor(), normalize])
+        train_all = Digits(train=True, transform=tf)
+        train_idx, val_idx = split_indices(len(train_all), config.val_fraction, config.seed)
+        train, val = _subset(train_all, train_idx), _subset(train_all, val_idx)
+        test = Digits(train=False, transform=tf)
+        classes = list(Digits.classes)
+        prep = dict(resize_size=[size, size], image_size=size, grayscale=True)
+    else:
+        train, val, test, classes = _image_folder_splits(config, T, normalize)
+        prep = dict(resize_size=_resize_for(size), image_size=size, grayscale=False)
+    prep.update(mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD), interpolation="bilinear")
+    limit, seed = config.limit, config.seed
+    test = None if test is None else _limited(test, limit, seed)
+    return Splits(_limited(train, limit, seed), _limited(val, limit, seed), test, classes, prep)
+
+
+def _resize_for(size):
+    return int(round(size / 0.875))  # torchvision's 224 -> 256 ratio
+
+
+def _image_folder_splits(config, T, normalize):
+    from .vision.datasets import ImageFolder
+
+    root, size = config.data, config.image_size
+    if not os.path.isdir(root):
+        raise InvalidArgumentError(f"--data {root} is not a directory (expected an ImageFolder: one folder per class)")
+    train_tf = T.Compose([T.RandomResizedCrop(size, scale=(0.35, 1.0)), T.RandomHorizontalFlip(), T.ToTensor(),
+                          normalize])
+    eval_tf = T.Compose([T.Resize(_resize_for(size)), T.CenterCrop(size), T.ToTensor(), normalize])
+    has = {name: os.path.isdir(os.path.join(root, name)) for name in ("train", "val", "test")}
+    if has["train"] and has["val"]:
+        train = ImageFolder(os.path.join(root, "train"), transform=train_tf)
+        val = ImageFolder(os.path.join(root, "val"), transform=eval_tf)
+        test = ImageFolder(os.path.join(root, "test"), transform=eval_tf) if has["test"] else None
+        for name, ds in (("val", val), ("test", test)):
+            if ds is not None and ds.classes != train.classes:
+                raise InvalidArgumentError(
+                    f"{root}: {name}/ has classes {ds.classes[:5]}... but train/ has {train.classes[:5]}...; "
+                    "the class folders must be the same")
+        classes = train.classes
+    else:
+        train_all = ImageFolder(root, transform=train_tf)
+        eval_all = ImageFolder(root, transform=eval_tf)
+        train_idx, val_idx = split_indices(len(train_all), config.val_fraction, config.seed)
+        train, val, test, classes = _subset(train_all, train_idx), _subset(eval_all, val_idx), None, train_all.classes
+    if len(classes) < 2:
+        raise InvalidArgumentError(f"{root} holds {len(classes)} class folder(s); a classifier needs at least 2")
+    return train, val, test, list(classes)
+
+
+class EpochBatches:
+    """The batches of one epoch: a permutation fixed by (seed, epoch), in chunks of ``batch_size``.
+
+    The first ``skip`` batches come out empty, so a resumed epoch keeps every batch's number (and
+    with it the DataLoader's per-batch augmentation seed) without loading what was already trained.
+    """
+
+    def __init__(self, n, batch_size, seed):
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.epoch, self.skip = 0, 0
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __len__(self):
+        return max(1, self.n // self.batch_size)
+
+    def __iter__(self):
+        order = np.random.default_rng([self.seed, 2, self.epoch]).permutation(self.n)
+        if self.n < self.batch_size:  # one short batch rather than none
+            yield [] if self.skip else order.tolist()
+            return
+        for b in range(len(self)):
+            yield [] if b < self.skip else order[b * self.batch_size:(b + 1) * self.batch_size].tolist()
+
+
+def collate_or_skip(batch):
+    from .data import default_collate
+
+    return None if not batch else default_collate(batch)
