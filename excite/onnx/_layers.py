@@ -247,6 +247,10 @@ def _sequential(ctx, m, qualname, x):
     return x
 
 
+# its forward only adds a fused eval-mode fast path; the function is its children in order
+register_converter(nn.ConvNormActivation)(_sequential)
+
+
 @register_converter(nn.SqueezeExcitation, methods=("forward", "_scale"))
 def _squeeze_excitation(ctx, m, qualname, x):
     scale = x
