@@ -1,16 +1,281 @@
-"""2-D convolution kernels (NCHW) on plain arrays: forward, grad of input, grad of weight.
+"""2-D convolution kernels (NCHW shapes) on plain arrays: forward, grad of input, grad of weight.
 
-Dense and grouped convolutions go through an im2col view + BLAS matmul; depthwise
-convolutions (one input channel per group) are a sum of shifted multiply-adds.
+Which algorithm runs depends on the convolution's kind:
+- depthwise (groups == in_channels): compiled channels-last kernels (`depthwise_cl`);
+- dense 1x1: one BLAS product over the channels-last pixels (strided 1x1: slice first);
+- other dense: per-image channels-last im2col + BLAS (cheap for the 3-channel stem);
+- grouped: per-group im2col views + BLAS in NCHW.
+The first three return channels-last arrays (see `layout`); every kernel accepts any layout.
 """
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
+
+from .activation_kinds import IDENTITY
+from .blas import matmul
+from .layout import from_nhwc, is_channels_last, nhwc
+from .threads import LazyModule
+
+depthwise_cl = LazyModule("depthwise_cl")  # compiled kernels: numba loads on first use
+
+
+DEPTHWISE_TASKS = 8  # forward tasks per call at least (bands of rows when the batch is small)
 
 
 def output_size(size, kernel, stride, padding, dilation):
     return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
 
 
+def _is_depthwise(c, w_shape, groups):
+    return groups > 1 and groups == c and w_shape[1] == 1
+
+
+def _common_dtype(*arrays):
+    dtype = np.result_type(*arrays)
+    return dtype if dtype.kind == "f" else np.dtype(np.float64)
+
+
+def _no_bias(dtype):
+    return np.empty(0, dtype=dtype)
+
+
+# ----- dispatch ---------------------------------------------------------------------------
+def conv2d_forward(x, w, bias, stride, padding, dilation, groups):
+    n, c, h, wd = x.shape
+    o, cg, kh, kw = w.shape
+    oh = output_size(h, kh, stride[0], padding[0], dilation[0])
+    ow = output_size(wd, kw, stride[1], padding[1], dilation[1])
+    dtype = _common_dtype(x, w)
+    x = x.astype(dtype, copy=False)
+    w = w.astype(dtype, copy=False)
+    if _is_depthwise(c, w.shape, groups):
+        return _depthwise_forward(x, w, bias, stride, padding, dilation, oh, ow)
+    if groups == 1:
+        if kh == kw == 1 and padding == (0, 0):
+            out = _pointwise_forward(x, w, stride)
+        else:
+            out = _dense_forward(x, w, stride, padding, dilation, oh, ow)
+        if bias is not None:
+            out += bias.astype(dtype, copy=False)
+        return from_nhwc(out)
+    out = _grouped_forward(x, w, stride, padding, dilation, groups, oh, ow)
+    if bias is not None:
+        out += bias.astype(dtype, copy=False).reshape(1, -1, 1, 1)
+    return out
+
+
+def conv2d_backward_input(grad, x_shape, w, stride, padding, dilation, groups):
+    n, c, h, wd = x_shape
+    o, cg, kh, kw = w.shape
+    dtype = _common_dtype(grad, w)
+    grad = grad.astype(dtype, copy=False)
+    w = w.astype(dtype, copy=False)
+    if _is_depthwise(c, w.shape, groups):
+        return _depthwise_backward_input(grad, x_shape, w, stride, padding, dilation)
+    if groups == 1:
+        if kh == kw == 1 and padding == (0, 0):
+            return from_nhwc(_pointwise_backward_input(grad, x_shape, w, stride))
+        return from_nhwc(_dense_backward_input(grad, x_shape, w, stride, padding, dilation))
+    return _grouped_backward_input(grad, x_shape, w, stride, padding, dilation, groups)
+
+
+def conv2d_backward_weight(grad, x, w_shape, stride, padding, dilation, groups):
+    n, c = x.shape[:2]
+    o, cg, kh, kw = w_shape
+    dtype = _common_dtype(grad, x)
+    grad = grad.astype(dtype, copy=False)
+    x = x.astype(dtype, copy=False)
+    if _is_depthwise(c, w_shape, groups):
+        return _depthwise_backward_weight(grad, x, w_shape, stride, padding, dilation)
+    if groups == 1:
+        if kh == kw == 1 and padding == (0, 0):
+            return _pointwise_backward_weight(grad, x, w_shape, stride)
+        return _dense_backward_weight(grad, x, w_shape, stride, padding, dilation)
+    return _grouped_backward_weight(grad, x, w_shape, stride, padding, dilation, groups)
+
+
+def conv2d_backward_bias(grad):
+    if grad.transpose(0, 2, 3, 1).flags.c_contiguous:
+        return grad.transpose(0, 2, 3, 1).reshape(-1, grad.shape[1]).sum(axis=0)
+    return grad.sum(axis=(0, 2, 3))
+
+
+# ----- depthwise: compiled channels-last kernels -------------------------------------------
+def _depthwise_input(x, mult):
+    """x as [N, H, W, C*mult]: output channel o reads input channel o // mult."""
+    xc = nhwc(x)
+    return np.repeat(xc, mult, axis=3) if mult > 1 else xc
+
+
+def _taps_last(w):
+    """[O, 1, KH, KW] -> contiguous [KH, KW, O]: one vector of channel weights per tap."""
+    return np.ascontiguousarray(w[:, 0].transpose(1, 2, 0))
+
+
+def _depthwise_forward(x, w, bias, stride, padding, dilation, oh, ow, scale=None, shift=None, kind=None):
+    """Channels-last depthwise conv; ``scale``/``shift``/``kind`` add batch norm and an activation."""
+    n = x.shape[0]
+    o = w.shape[0]
+    xc = _depthwise_input(x, o // x.shape[1])
+    empty = _no_bias(x.dtype)
+    b = np.zeros(o, dtype=x.dtype) if bias is None else np.ascontiguousarray(bias, dtype=x.dtype)
+    scale = empty if scale is None else np.tile(np.asarray(scale, dtype=x.dtype), ow)
+    shift = empty if shift is None else np.tile(np.asarray(shift, dtype=x.dtype), ow)
+    out = np.empty((n, oh, ow, o), dtype=x.dtype)
+    band = -(-oh // -(-DEPTHWISE_TASKS // n))  # several row bands per image when the batch is small
+    depthwise_cl.depthwise_forward_cl(xc, _taps_last(w), b, scale, shift, IDENTITY if kind is None else kind, out,
+                                      *stride, *padding, *dilation, band, work_ns=out.size * (w[0, 0].size * 0.1 + 0.5))
+    return from_nhwc(out)
+
+
+def _depthwise_backward_input(grad, x_shape, w, stride, padding, dilation):
+    n, c, h, wd = x_shape
+    o, _, kh, kw = w.shape
+    flipped_padding = ((kh - 1) * dilation[0] - padding[0], (kw - 1) * dilation[1] - padding[1])
+    if stride == (1, 1) and min(flipped_padding) >= 0:
+        # stride 1: the gradient is the forward convolution of grad with the flipped kernel
+        gx = nhwc(_depthwise_forward(from_nhwc(nhwc(grad)), np.ascontiguousarray(w[:, :, ::-1, ::-1]), None,
+                                     (1, 1), flipped_padding, dilation, h, wd))
+    else:
+        gx = np.empty((n, h, wd, o), dtype=grad.dtype)
+        depthwise_cl.depthwise_backward_input_cl(nhwc(grad), _taps_last(w), gx, *stride, *padding, *dilation,
+                                                 work_ns=grad.size * kh * kw * 0.15)
+    if o > c:
+        gx = gx.reshape(n, h, wd, c, o // c).sum(axis=4)
+    return from_nhwc(gx)
+
+
+def _depthwise_backward_weight(grad, x, w_shape, stride, padding, dilation):
+    o, _, kh, kw = w_shape
+    partial = np.empty((x.shape[0], kh, kw, o), dtype=np.float64)
+    xc = _depthwise_input(x, o // x.shape[1])
+    depthwise_cl.depthwise_backward_weight_cl(nhwc(grad), xc, partial, *stride, *padding, *dilation,
+                                              work_ns=grad.size * kh * kw * 0.15)
+    total = partial[0].copy() if partial.shape[0] == 1 else partial.sum(axis=0)
+    return np.ascontiguousarray(total.transpose(2, 0, 1)[:, None].astype(x.dtype))
+
+
+# ----- dense 1x1: one matrix product over channels-last pixels -----------------------------
+def _strided_pixels(x, stride):
+    """[N*OH*OW, C] rows of the pixels a strided 1x1 convolution reads."""
+    xc = nhwc(x)
+    if stride != (1, 1):
+        xc = np.ascontiguousarray(xc[:, ::stride[0], ::stride[1]])
+    return xc
+
+
+def _pointwise_forward(x, w, stride):
+    xc = _strided_pixels(x, stride)
+    n, oh, ow, c = xc.shape
+    out = matmul(xc.reshape(-1, c), w.reshape(w.shape[0], c).T)
+    return out.reshape(n, oh, ow, w.shape[0])
+
+
+def _pointwise_backward_input(grad, x_shape, w, stride):
+    n, c, h, wd = x_shape
+    o = w.shape[0]
+    g = nhwc(grad)
+    gx = matmul(g.reshape(-1, o), w.reshape(o, c)).reshape(g.shape[:3] + (c,))
+    if stride == (1, 1):
+        return gx
+    full = np.zeros((n, h, wd, c), dtype=gx.dtype)
+    full[:, ::stride[0], ::stride[1]] = gx
+    return full
+
+
+def _pointwise_backward_weight(grad, x, w_shape, stride):
+    o, c = w_shape[:2]
+    xc = _strided_pixels(x, stride)
+    g = nhwc(grad).reshape(-1, o)
+    return matmul(g.T, xc.reshape(-1, c)).reshape(w_shape)
+
+
+# ----- other dense convolutions: channels-last im2col, one image at a time ---------------------
+def _padded_nhwc(x, padding):
+    xc = nhwc(x)
+    ph, pw = padding
+    if ph == 0 and pw == 0:
+        return xc
+    return np.pad(xc, ((0, 0), (ph, ph), (pw, pw), (0, 0)))
+
+
+def _columns(xp_image, kh, kw, oh, ow, stride, dilation):
+    """[OH*OW, KH*KW*C] im2col rows of one padded NHWC image (a copy)."""
+    sh, sw, sc = xp_image.strides
+    c = xp_image.shape[2]
+    win = as_strided(xp_image, (oh, ow, kh, kw, c),
+                     (sh * stride[0], sw * stride[1], sh * dilation[0], sw * dilation[1], sc), writeable=False)
+    return win.reshape(oh * ow, kh * kw * c)
+
+
+def _dense_weight_matrix(w):
+    """[O, C, KH, KW] -> [O, KH*KW*C] in the column order of `_columns`."""
+    return w.transpose(0, 2, 3, 1).reshape(w.shape[0], -1)
+
+
+def _dense_forward(x, w, stride, padding, dilation, oh, ow):
+    o, c, kh, kw = w.shape
+    if not is_channels_last(x):
+        return _dense_forward_planar(x, w, stride, padding, dilation, oh, ow)
+    xp = _padded_nhwc(x, padding)
+    wm = _dense_weight_matrix(w).T
+    out = np.empty((x.shape[0], oh, ow, o), dtype=x.dtype)
+    for i in range(x.shape[0]):
+        matmul(_columns(xp[i], kh, kw, oh, ow, stride, dilation), wm, out=out[i].reshape(oh * ow, o))
+    return out
+
+
+def _dense_forward_planar(x, w, stride, padding, dilation, oh, ow):
+    """NCHW input (the stem, fed by the user): one im2col row per (channel, tap), each a strided
+    copy of a whole plane, so copies stay long even with 3 channels; the product is channels-last."""
+    o, c, kh, kw = w.shape
+    ph, pw = padding
+    xp = _pad(x, ph, pw)
+    cols = np.empty((c, kh, kw, oh, ow), dtype=x.dtype)
+    wm = w.reshape(o, c * kh * kw).T
+    out = np.empty((x.shape[0], oh, ow, o), dtype=x.dtype)
+    for n in range(x.shape[0]):
+        for i in range(kh):
+            for j in range(kw):
+                y0, x0 = i * dilation[0], j * dilation[1]
+                cols[:, i, j] = xp[n, :, y0:y0 + stride[0] * (oh - 1) + 1:stride[0],
+                                   x0:x0 + stride[1] * (ow - 1) + 1:stride[1]]
+        matmul(cols.reshape(c * kh * kw, oh * ow).T, wm, out=out[n].reshape(oh * ow, o))
+    return out
+
+
+def _dense_backward_input(grad, x_shape, w, stride, padding, dilation):
+    n, c, h, wd = x_shape
+    o, _, kh, kw = w.shape
+    g = nhwc(grad)
+    oh, ow = g.shape[1:3]
+    ph, pw = padding
+    wm = _dense_weight_matrix(w)
+    gx = np.empty((n, h, wd, c), dtype=g.dtype)
+    gxp = np.empty((h + 2 * ph, wd + 2 * pw, c), dtype=g.dtype)
+    for img in range(n):
+        cols = matmul(g[img].reshape(oh * ow, o), wm).reshape(oh, ow, kh, kw, c)
+        gxp[...] = 0
+        for i in range(kh):
+            for j in range(kw):
+                y0, x0 = i * dilation[0], j * dilation[1]
+                gxp[y0:y0 + stride[0] * (oh - 1) + 1:stride[0],
+                    x0:x0 + stride[1] * (ow - 1) + 1:stride[1]] += cols[:, :, i, j]
+        gx[img] = gxp[ph:ph + h, pw:pw + wd]
+    return gx
+
+
+def _dense_backward_weight(grad, x, w_shape, stride, padding, dilation):
+    o, c, kh, kw = w_shape
+    g = nhwc(grad)
+    oh, ow = g.shape[1:3]
+    xp = _padded_nhwc(x, padding)
+    total = np.zeros((o, kh * kw * c), dtype=g.dtype)
+    for i in range(x.shape[0]):
+        total += matmul(g[i].reshape(oh * ow, o).T, _columns(xp[i], kh, kw, oh, ow, stride, dilation))
+    return np.ascontiguousarray(total.reshape(o, kh, kw, c).transpose(0, 3, 1, 2))
+
+
+# ----- grouped convolutions (neither dense nor depthwise): NCHW im2col per group -------------
 def _pad(x, ph, pw):
     if ph == 0 and pw == 0:
         return x
@@ -29,83 +294,43 @@ def _windows(xp, kh, kw, oh, ow, stride, dilation):
     )
 
 
-def _is_depthwise(x, w, groups):
-    return groups > 1 and groups == x.shape[1] and w.shape[0] == groups and w.shape[1] == 1
-
-
-def conv2d_forward(x, w, bias, stride, padding, dilation, groups):
-    n, c, h, wd = x.shape
+def _grouped_forward(x, w, stride, padding, dilation, groups, oh, ow):
+    n = x.shape[0]
     o, cg, kh, kw = w.shape
-    oh = output_size(h, kh, stride[0], padding[0], dilation[0])
-    ow = output_size(wd, kw, stride[1], padding[1], dilation[1])
-    if _is_depthwise(x, w, groups):
-        out = _depthwise_forward(x, w, stride, padding, dilation, oh, ow)
-    elif kh == kw == 1 and stride == (1, 1) and padding == (0, 0) and groups == 1:
-        out = np.matmul(w.reshape(o, c), x.reshape(n, c, h * wd)).reshape(n, o, oh, ow)
-    else:
-        xp = _pad(x, *padding)
-        win = _windows(xp, kh, kw, oh, ow, stride, dilation)
-        og = o // groups
-        outs = []
-        for g in range(groups):
-            cols = win[:, g * cg:(g + 1) * cg].reshape(n, cg * kh * kw, oh * ow)
-            outs.append(np.matmul(w[g * og:(g + 1) * og].reshape(og, cg * kh * kw), cols))
-        out = (outs[0] if groups == 1 else np.concatenate(outs, axis=1)).reshape(n, o, oh, ow)
-    if bias is not None:
-        out += bias.reshape(1, -1, 1, 1)
-    return out
+    win = _windows(_pad(x, *padding), kh, kw, oh, ow, stride, dilation)
+    og = o // groups
+    out = np.empty((n, o, oh * ow), dtype=x.dtype)
+    for g in range(groups):
+        cols = win[:, g * cg:(g + 1) * cg].reshape(n, cg * kh * kw, oh * ow)
+        np.matmul(w[g * og:(g + 1) * og].reshape(og, cg * kh * kw), cols, out=out[:, g * og:(g + 1) * og])
+    return out.reshape(n, o, oh, ow)
 
 
-def _depthwise_forward(x, w, stride, padding, dilation, oh, ow):
-    n, c = x.shape[:2]
-    kh, kw = w.shape[2:]
-    xp = _pad(x, *padding)
-    out = np.zeros((n, c, oh, ow), dtype=np.result_type(x, w))
-    for i in range(kh):
-        for j in range(kw):
-            hs, ws = i * dilation[0], j * dilation[1]
-            patch = xp[:, :, hs:hs + stride[0] * (oh - 1) + 1:stride[0],
-                       ws:ws + stride[1] * (ow - 1) + 1:stride[1]]
-            out += patch * w[:, 0, i, j].reshape(1, c, 1, 1)
-    return out
-
-
-def conv2d_backward_input(grad, x_shape, w, stride, padding, dilation, groups):
+def _grouped_backward_input(grad, x_shape, w, stride, padding, dilation, groups):
     n, c, h, wd = x_shape
     o, cg, kh, kw = w.shape
     oh, ow = grad.shape[2:]
     ph, pw = padding
     gxp = np.zeros((n, c, h + 2 * ph, wd + 2 * pw), dtype=grad.dtype)
-    if groups > 1 and groups == c and o == c and cg == 1:
+    og = o // groups
+    g2 = grad.reshape(n, o, oh * ow)
+    for g in range(groups):
+        wg = w[g * og:(g + 1) * og].reshape(og, cg * kh * kw)
+        cols = np.matmul(wg.T, g2[:, g * og:(g + 1) * og]).reshape(n, cg, kh, kw, oh, ow)
+        dst = gxp[:, g * cg:(g + 1) * cg]
         for i in range(kh):
             for j in range(kw):
                 hs, ws = i * dilation[0], j * dilation[1]
-                gxp[:, :, hs:hs + stride[0] * (oh - 1) + 1:stride[0],
-                    ws:ws + stride[1] * (ow - 1) + 1:stride[1]] += grad * w[:, 0, i, j].reshape(1, c, 1, 1)
-    else:
-        og = o // groups
-        g2 = grad.reshape(n, o, oh * ow)
-        for g in range(groups):
-            wg = w[g * og:(g + 1) * og].reshape(og, cg * kh * kw)
-            cols = np.matmul(wg.T, g2[:, g * og:(g + 1) * og]).reshape(n, cg, kh, kw, oh, ow)
-            dst = gxp[:, g * cg:(g + 1) * cg]
-            for i in range(kh):
-                for j in range(kw):
-                    hs, ws = i * dilation[0], j * dilation[1]
-                    dst[:, :, hs:hs + stride[0] * (oh - 1) + 1:stride[0],
-                        ws:ws + stride[1] * (ow - 1) + 1:stride[1]] += cols[:, :, i, j]
+                dst[:, :, hs:hs + stride[0] * (oh - 1) + 1:stride[0],
+                    ws:ws + stride[1] * (ow - 1) + 1:stride[1]] += cols[:, :, i, j]
     return gxp[:, :, ph:ph + h, pw:pw + wd]
 
 
-def conv2d_backward_weight(grad, x, w_shape, stride, padding, dilation, groups):
-    n, c = x.shape[:2]
+def _grouped_backward_weight(grad, x, w_shape, stride, padding, dilation, groups):
+    n = x.shape[0]
     o, cg, kh, kw = w_shape
     oh, ow = grad.shape[2:]
-    xp = _pad(x, *padding)
-    win = _windows(xp, kh, kw, oh, ow, stride, dilation)
-    if groups > 1 and groups == c and o == c and cg == 1:
-        gw = np.einsum("nchw,ncijhw->cij", grad, win, optimize=True)
-        return gw.reshape(o, 1, kh, kw)
+    win = _windows(_pad(x, *padding), kh, kw, oh, ow, stride, dilation)
     og = o // groups
     out = np.empty(w_shape, dtype=grad.dtype)
     for g in range(groups):
@@ -113,7 +338,3 @@ def conv2d_backward_weight(grad, x, w_shape, stride, padding, dilation, groups):
         gg = grad[:, g * og:(g + 1) * og].reshape(n, og, oh * ow)
         out[g * og:(g + 1) * og] = np.tensordot(gg, cols, axes=([0, 2], [0, 2])).reshape(og, cg, kh, kw)
     return out
-
-
-def conv2d_backward_bias(grad):
-    return grad.sum(axis=(0, 2, 3))

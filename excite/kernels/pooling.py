@@ -2,6 +2,13 @@
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from .layout import empty_nhwc, is_channels_last
+from .threads import LazyModule
+
+channel_reduce = LazyModule("channel_reduce")  # compiled kernels: numba loads on first use
+
+COMPILED_MIN_SIZE = 1 << 12
+
 
 def _bounds(size, out):
     """torch's adaptive pooling windows: [floor(i*size/out), ceil((i+1)*size/out))."""
@@ -10,11 +17,21 @@ def _bounds(size, out):
     return starts, ends
 
 
+def global_avg_pool2d(x):
+    """Mean over H and W as [N, C, 1, 1]; channels-last inputs use a compiled float64-accumulating pass."""
+    n, c, h, w = x.shape
+    if is_channels_last(x) and x.dtype in (np.float32, np.float64) and x.size >= COMPILED_MIN_SIZE:
+        out = np.empty((n, c), dtype=x.dtype)
+        channel_reduce.channel_means(x.transpose(0, 2, 3, 1).reshape(n, h * w, c), out, work_ns=x.size * 0.3)
+        return out.reshape(n, c, 1, 1)
+    return x.mean(axis=(2, 3), keepdims=True)
+
+
 def adaptive_avg_pool2d(x, output_size):
     n, c, h, w = x.shape
     oh, ow = output_size
     if oh == 1 and ow == 1:
-        return x.mean(axis=(2, 3), keepdims=True)
+        return global_avg_pool2d(x)
     if h % oh == 0 and w % ow == 0:
         return x.reshape(n, c, oh, h // oh, ow, w // ow).mean(axis=(3, 5))
     hs, he = _bounds(h, oh)
@@ -26,11 +43,13 @@ def adaptive_avg_pool2d(x, output_size):
     return out
 
 
-def adaptive_avg_pool2d_backward(grad, x_shape):
+def adaptive_avg_pool2d_backward(grad, x_shape, channels_last=False):
     n, c, h, w = x_shape
     oh, ow = grad.shape[2:]
     if oh == 1 and ow == 1:
-        return np.broadcast_to(grad / (h * w), x_shape).copy()
+        gx = empty_nhwc(n, c, h, w, grad.dtype) if channels_last else np.empty(x_shape, dtype=grad.dtype)
+        gx[...] = grad / (h * w)
+        return gx
     if h % oh == 0 and w % ow == 0:
         kh, kw = h // oh, w // ow
         g = grad.reshape(n, c, oh, 1, ow, 1) / (kh * kw)

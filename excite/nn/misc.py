@@ -9,6 +9,7 @@ from ..random import generator
 from .activation import ReLU
 from .container import Sequential
 from .conv import Conv2d
+from .fused import conv_norm_activation
 from .module import Module
 from .norm import BatchNorm2d
 
@@ -101,6 +102,10 @@ class ConvNormActivation(Sequential):
             layers.append(activation_layer(**params))
         super().__init__(*layers)
         self.out_channels = out_channels
+
+    def forward(self, input):
+        out = conv_norm_activation(self, input)  # eval-mode inference: one fused kernel
+        return super().forward(input) if out is None else out
 
 
 class Conv2dNormActivation(ConvNormActivation):

@@ -2,6 +2,7 @@
 from ..errors import InvalidArgumentError, ShapeError, shape_str
 from .activation import ReLU, Sigmoid
 from .conv import Conv2d
+from .fused import squeeze_excitation
 from .module import Module
 from .pooling import AdaptiveAvgPool2d
 
@@ -75,5 +76,8 @@ class SqueezeExcitation(Module):
 
     def forward(self, input):
         self._check_input(input)
+        out = squeeze_excitation(self, input)  # the whole block as one fused, differentiable op
+        if out is not None:
+            return out
         scale = self._scale(input)
         return scale * input

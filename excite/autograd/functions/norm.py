@@ -1,28 +1,37 @@
-"""Differentiable batch normalisation (training statistics and eval affine)."""
+"""Differentiable batch normalisation (training statistics or eval affine), optionally fused with an activation."""
 from ...kernels import norm as K
 from ..function import Function
 
 
 class BatchNorm(Function):
-    def forward(self, x, running_mean, running_var, weight, bias, training, momentum, eps):
+    """``act(batch_norm(x))``; ``activation`` is None or a name such as 'relu', 'hardswish', 'silu'.
+
+    Saves the input (not the normalised output) and recomputes the pre-activation in backward,
+    so the fused pair keeps one array alive instead of two.
+    """
+
+    def forward(self, x, running_mean, running_var, weight, bias, training, momentum, eps, activation=None):
         self.training = training
+        self.activation = activation
         self.has_weight, self.has_bias = weight is not None, bias is not None
         if training:
-            y, mean, var, invstd, xhat = K.batch_norm_train(x, weight, bias, eps)
+            y, mean, var, scale, shift, invstd = K.batch_norm_train(x, weight, bias, eps, activation)
             if running_mean is not None:
                 count = x.size // x.shape[1]
                 K.batch_norm_update_stats(running_mean, running_var, mean, var, count, momentum)
-            self.save_for_backward(xhat, invstd, weight)
         else:
-            y, invstd = K.batch_norm_eval(x, running_mean, running_var, weight, bias, eps)
-            self.save_for_backward(x, running_mean.copy(), invstd, weight)
+            y, scale, shift, invstd = K.batch_norm_eval(x, running_mean, running_var, weight, bias, eps,
+                                                        activation)
+            mean = running_mean.astype("float64")  # a copy: later in-place updates must not leak in
+        if any(self.needs_input_grad):
+            self.save_for_backward(x, weight)
+            self.stats = (scale, shift, mean, invstd)
         return y
 
     def backward(self, g):
-        if self.training:
-            xhat, invstd, weight = self.saved_tensors
-            gx, gw, gb = K.batch_norm_train_backward(g, xhat, invstd, weight)
-        else:
-            x, running_mean, invstd, weight = self.saved_tensors
-            gx, gw, gb = K.batch_norm_eval_backward(g, x, running_mean, invstd, weight)
-        return (gx, None, None, gw if self.has_weight else None, gb if self.has_bias else None)
+        x, weight = self.saved_tensors
+        scale, shift, mean, invstd = self.stats
+        gx, gw, gb = K.batch_norm_backward(g, x, scale, shift, mean, invstd, weight, self.training,
+                                           self.activation)
+        return (gx if self.needs_input_grad[0] else None, None, None,
+                gw if self.has_weight else None, gb if self.has_bias else None)

@@ -1,15 +1,17 @@
 """Differentiable pooling: adaptive average, average and max pooling over H and W."""
 from ...kernels import pooling as K
+from ...kernels.layout import is_channels_last
 from ..function import Function
 
 
 class AdaptiveAvgPool2d(Function):
     def forward(self, x, output_size):
         self.shape = x.shape
+        self.channels_last = is_channels_last(x)
         return K.adaptive_avg_pool2d(x, output_size)
 
     def backward(self, g):
-        return (K.adaptive_avg_pool2d_backward(g, self.shape),)
+        return (K.adaptive_avg_pool2d_backward(g, self.shape, self.channels_last),)
 
 
 class AvgPool2d(Function):

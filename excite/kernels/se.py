@@ -1,0 +1,82 @@
+"""The fused Squeeze-and-Excitation block on plain arrays: forward and backward.
+
+``out = x * act2(fc2(act1(fc1(mean_hw(x)))))`` with fc1 / fc2 the 1x1 convolutions (as matrices)
+of torchvision's SqueezeExcitation. Forward reads x twice (pool, gate); backward reads the
+gradient twice (the gate's gradient sums, then grad * gate + the pooled gradient / HW) instead
+of the five or six full passes the unfused graph makes.
+"""
+import numpy as np
+
+from . import activation as A
+from .layout import empty_nhwc, is_channels_last
+from .pooling import global_avg_pool2d
+from .threads import LazyModule
+
+channel_reduce = LazyModule("channel_reduce")  # compiled kernels: numba loads on first use
+
+COMPILED_MIN_SIZE = 1 << 12
+
+_FORWARD = {"relu": A.relu, "relu6": A.relu6, "sigmoid": A.sigmoid, "hardsigmoid": A.hardsigmoid,
+            "hardswish": A.hardswish, "silu": A.silu, "tanh": A.tanh}
+# each backward takes (grad, pre-activation, post-activation)
+_BACKWARD = {"relu": lambda g, z, y: A.relu_backward(g, z), "relu6": lambda g, z, y: A.relu6_backward(g, z),
+             "sigmoid": lambda g, z, y: A.sigmoid_backward(g, y),
+             "hardsigmoid": lambda g, z, y: A.hardsigmoid_backward(g, z),
+             "hardswish": lambda g, z, y: A.hardswish_backward(g, z),
+             "silu": lambda g, z, y: A.silu_backward(g, z), "tanh": lambda g, z, y: A.tanh_backward(g, y)}
+SUPPORTED_ACTIVATIONS = frozenset(_FORWARD)
+
+
+def _matrix(w):
+    return w.reshape(w.shape[0], w.shape[1])
+
+
+def _compiled(x):
+    return is_channels_last(x) and x.dtype in (np.float32, np.float64) and x.size >= COMPILED_MIN_SIZE
+
+
+def se_forward(x, w1, b1, w2, b2, activation="relu", scale_activation="sigmoid"):
+    """Returns (out, cache); ``cache`` holds the small [N, C] / [N, S] intermediates for backward."""
+    n, c = x.shape[:2]
+    pooled = global_avg_pool2d(x).reshape(n, c)
+    z1 = pooled @ _matrix(w1).T
+    if b1 is not None:
+        z1 += b1
+    a1 = _FORWARD[activation](z1)
+    z2 = a1 @ _matrix(w2).T
+    if b2 is not None:
+        z2 += b2
+    gate = _FORWARD[scale_activation](z2)
+    out = x * gate.reshape(n, c, 1, 1)
+    return out, (pooled, z1, a1, z2, gate)
+
+
+def se_backward(grad, x, w1, w2, cache, activation="relu", scale_activation="sigmoid"):
+    """Gradients (x, w1, b1, w2, b2) of `se_forward`."""
+    pooled, z1, a1, z2, gate = cache
+    n, c, h, w = x.shape
+    dtype = x.dtype
+    compiled = _compiled(x)
+    if compiled:
+        g3 = np.ascontiguousarray(grad.astype(dtype, copy=False).transpose(0, 2, 3, 1)).reshape(n, h * w, c)
+        x3 = x.transpose(0, 2, 3, 1).reshape(n, h * w, c)
+        grad_gate64 = np.empty((n, c), dtype=np.float64)
+        channel_reduce.gated_sums(g3, x3, grad_gate64, work_ns=x.size * 0.4)
+        grad_gate = grad_gate64.astype(dtype)
+    else:
+        grad_gate = (grad * x).sum(axis=(2, 3), dtype=np.float64).astype(dtype)
+    g2 = _BACKWARD[scale_activation](grad_gate, z2, gate)
+    grad_w2 = (g2.T @ a1).reshape(w2.shape)
+    grad_b2 = g2.sum(axis=0)
+    g1 = _BACKWARD[activation](g2 @ _matrix(w2), z1, a1)
+    grad_w1 = (g1.T @ pooled).reshape(w1.shape)
+    grad_b1 = g1.sum(axis=0)
+    grad_pooled = (g1 @ _matrix(w1)) / (h * w)
+    if compiled:
+        gx = empty_nhwc(n, c, h, w, dtype)
+        channel_reduce.gate_backward_input(g3, np.ascontiguousarray(gate, dtype=dtype),
+                                           np.ascontiguousarray(grad_pooled, dtype=dtype),
+                                           gx.transpose(0, 2, 3, 1).reshape(n, h * w, c), work_ns=x.size * 0.4)
+    else:
+        gx = grad * gate.reshape(n, c, 1, 1) + grad_pooled.reshape(n, c, 1, 1).astype(dtype, copy=False)
+    return gx, grad_w1, grad_b1, grad_w2, grad_b2

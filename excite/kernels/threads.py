@@ -1,0 +1,202 @@
+"""Lazy numba compilation and thread control for the compiled kernels (EXCITE_NUM_THREADS).
+
+Nothing here imports numba until the first compiled kernel runs, so ``import excite`` stays
+fast. Each kernel is compiled lazily and cached on disk as a ``parallel=True`` variant (run
+with fewer threads when the work is small) and, only when needed, a serial one: in a child
+forked after GNU OpenMP started (libgomp is not fork-safe; numba aborts the child), and when
+numba's 'workqueue' layer (not thread-safe) is already busy with a call from another thread.
+"""
+import os
+import threading
+import types
+
+_ENV = "EXCITE_NUM_THREADS"
+_lock = threading.Lock()  # guards configuration, and parallel launches on the workqueue layer
+_state = None
+_local = threading.local()  # numba's thread count is per calling thread
+_forked = False
+PARALLEL_MIN_NS = 150_000  # kernels estimated to take less than this run on one thread
+
+
+def requested_threads():
+    """Threads the kernels may use: ``EXCITE_NUM_THREADS`` if set (>= 1), else every core."""
+    value = os.environ.get(_ENV, "").strip()
+    if value:
+        try:
+            return max(1, int(value))
+        except ValueError:
+            pass
+    return os.cpu_count() or 1
+
+
+def _mark_forked():
+    global _forked
+    _forked = True
+
+
+class _State:
+    """What was decided once per process: thread count and whether parallel calls need a lock."""
+
+    def __init__(self):
+        import numba
+
+        self.numba = numba
+        self.threads = min(requested_threads(), numba.config.NUMBA_NUM_THREADS)
+        layer = _choose_threading_layer(numba)
+        # workqueue aborts when two Python threads launch parallel kernels at once
+        self.needs_lock = layer == "workqueue"
+        self.fork_unsafe = layer == "omp"
+        # one thread pool at a time: BLAS runs single-threaded and `blas.matmul` splits large
+        # products across excite's own threads (two spinning pools on two cores starve each other)
+        self.blas_single_threaded = _set_blas_threads(1)
+
+
+def _choose_threading_layer(numba):
+    """Prefer a thread-safe layer (tbb, then omp); settle for workqueue behind a lock."""
+    cfg = numba.config
+    # libgomp's idle workers spin ~300k iterations by default, stealing the core that a BLAS call or
+    # another process needs next; a shorter spin keeps launches fast without that (read at load time)
+    if "OMP_WAIT_POLICY" not in os.environ:
+        os.environ.setdefault("GOMP_SPINCOUNT", "20000")
+    if cfg.THREADING_LAYER not in ("default", "", None):
+        chosen = cfg.THREADING_LAYER  # the user asked for something: respect it
+    else:
+        chosen = "workqueue"
+        for name, module in (("tbb", "tbbpool"), ("omp", "omppool")):
+            try:
+                __import__(f"numba.np.ufunc.{module}")
+            except Exception:  # noqa: BLE001  (missing shared library, ABI mismatch, ...)
+                continue
+            chosen = name
+            break
+        cfg.THREADING_LAYER = chosen
+    if chosen in ("safe", "threadsafe"):
+        return "omp"  # treat as thread-safe; 'omp' is the stricter assumption about fork
+    if chosen == "forksafe":
+        return "workqueue"
+    return chosen
+
+
+def _set_blas_threads(n):
+    """Set OpenBLAS/MKL's thread count like threadpoolctl does (without depending on it); True if done."""
+    import ctypes
+
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {line.split()[-1] for line in f if "blas" in line.lower() or "mkl_rt" in line}
+    except OSError:
+        return False
+    setters = ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
+               "openblas_set_num_threads64_", "openblas_set_num_threads", "MKL_Set_Num_Threads")
+    done = False
+    for path in paths:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for name in setters:
+            fn = getattr(lib, name, None)
+            if fn is not None:
+                fn(ctypes.c_int(n))
+                done = True
+                break
+    return done
+
+
+def configured():
+    """The process-wide threading decisions (numba imported and configured on first call)."""
+    global _state
+    if _state is None:
+        with _lock:
+            if _state is None:
+                _state = _State()
+                if hasattr(os, "register_at_fork"):
+                    os.register_at_fork(after_in_child=_mark_forked)
+    return _state
+
+
+def _renamed(func, suffix):
+    """A copy of ``func`` under another qualname: numba names its cache files by qualname."""
+    clone = types.FunctionType(func.__code__, func.__globals__, func.__name__ + suffix,
+                               func.__defaults__, func.__closure__)
+    clone.__qualname__ = func.__qualname__ + suffix
+    clone.__module__ = func.__module__
+    return clone
+
+
+class Kernel:
+    """A numba kernel compiled on first use; calls pick the parallel or the serial variant."""
+
+    def __init__(self, func):
+        self.func = func
+        self.__name__ = func.__name__
+        self.__doc__ = func.__doc__
+        self._parallel = None
+        self._serial = None
+
+    def _compile(self, parallel):
+        numba = configured().numba
+        if parallel:
+            self._parallel = numba.njit(cache=True, parallel=True, nogil=True, error_model="numpy")(self.func)
+            return self._parallel
+        self._serial = numba.njit(cache=True, nogil=True, error_model="numpy")(_renamed(self.func, "_serial"))
+        return self._serial
+
+    def serial(self, *args):
+        fn = self._serial or self._compile(False)
+        return fn(*args)
+
+    def __call__(self, *args, work_ns=None):
+        """Run on all of excite's threads, or on one when ``work_ns`` (the estimated single-thread
+        time) is below `PARALLEL_MIN_NS`: waking a second thread costs microseconds on an idle
+        machine but can cost a scheduler tick when the cores are busy."""
+        state = _state or configured()
+        if _forked and state.fork_unsafe:
+            return self.serial(*args)
+        wanted = state.threads if work_ns is None or work_ns >= PARALLEL_MIN_NS else 1
+        fn = self._parallel or self._compile(True)
+        if getattr(_local, "threads", None) != wanted:
+            state.numba.set_num_threads(wanted)
+            _local.threads = wanted
+        if not state.needs_lock:
+            return fn(*args)
+        if not _lock.acquire(blocking=False):
+            return self.serial(*args)  # another thread is in a parallel launch
+        try:
+            return fn(*args)
+        finally:
+            _lock.release()
+
+
+class LazyModule:
+    """Stands for ``excite.kernels.<name>``, imported (with numba) on first attribute access;
+    attributes are then copied here, so later lookups cost no more than a module's."""
+
+    def __init__(self, name):
+        self._name = name
+
+    def __getattr__(self, attr):
+        import importlib
+
+        value = getattr(importlib.import_module(f"{__package__}.{self._name}"), attr)
+        setattr(self, attr, value)
+        return value
+
+
+def kernel(func):
+    """Decorator: ``func`` (written with ``numba.prange``) becomes a lazily compiled `Kernel`."""
+    return Kernel(func)
+
+
+def helper(func):
+    """Decorator for small njit functions that kernels call (LLVM usually inlines them)."""
+    import numba
+
+    return numba.njit(cache=True, nogil=True, error_model="numpy")(func)
+
+
+def inline_helper(func):
+    """Like `helper`, inlined by numba itself: constant arguments then specialise the callee's loops."""
+    import numba
+
+    return numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")(func)
