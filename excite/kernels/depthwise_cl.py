@@ -164,6 +164,23 @@ def depthwise_backward_input_cl(grad, w, grad_x, sh, sw, ph, pw, dh, dw):
                     _madd(acc[ox * sw + off], wv, grow[ox])
 
 
+@inline_helper
+def _dot_columns(acc, grow, xrow, lo, hi, sw, off):
+    """acc[c] += sum over ox in [lo, hi) of grow[ox, c] * xrow[ox * sw + off, c], four columns at a
+    time (one accumulator load / store per four products)."""
+    ch = acc.shape[0]
+    ox = lo
+    while ox + 4 <= hi:
+        x0 = ox * sw + off
+        for c in range(ch):
+            acc[c] += (grow[ox, c] * xrow[x0, c] + grow[ox + 1, c] * xrow[x0 + sw, c]
+                       + grow[ox + 2, c] * xrow[x0 + 2 * sw, c] + grow[ox + 3, c] * xrow[x0 + 3 * sw, c])
+        ox += 4
+    while ox < hi:
+        _madd(acc, grow[ox], xrow[ox * sw + off])
+        ox += 1
+
+
 @kernel
 def depthwise_backward_weight_cl(grad, x, partial, sh, sw, ph, pw, dh, dw):
     """partial[n, i, j, c] = sum over outputs of image n of grad * the input tap (float64 totals)."""
@@ -185,9 +202,7 @@ def depthwise_backward_weight_cl(grad, x, partial, sh, sw, ph, pw, dh, dw):
                 for j in range(kw):
                     off = j * dw - pw
                     lo, hi = _columns(off, sw, ow, wd)
-                    acc = row_sum[i, j]
-                    for ox in range(lo, hi):
-                        _madd(acc, grow[ox], xrow[ox * sw + off])
+                    _dot_columns(row_sum[i, j], grow, xrow, lo, hi, sw, off)
             for i in range(kh):
                 for j in range(kw):
                     for c in range(ch):
