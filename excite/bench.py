@@ -178,7 +178,12 @@ with torch.no_grad():
     m(torch.randn(1, 3, 224, 224))
 print(time.perf_counter() - t0)
 """
-_RSS_SUFFIX = "\nimport resource; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss across fork+exec, so a child started by this
+# (large) process would report the parent's peak
+_RSS_SUFFIX = """
+with open("/proc/self/status") as f:
+    print(next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024)
+"""
 
 
 def _fresh(code, env=None):
