@@ -115,24 +115,30 @@ def _like(t, dtype):
     return t.shape, (as_dtype(dtype) or t.dtype)
 
 
+def _template(t, shape):
+    """``t``'s array, so the result keeps its memory layout (torch's preserve_format), e.g. channels-last."""
+    data = getattr(t, "data", t)
+    return data if isinstance(data, np.ndarray) else np.empty(shape, dtype=np.int8)
+
+
 def zeros_like(t, dtype=None, requires_grad=False):
     shape, dt = _like(t, dtype)
-    return _finish(np.zeros(shape, dtype=dt), requires_grad)
+    return _finish(np.zeros_like(_template(t, shape), dtype=dt), requires_grad)
 
 
 def ones_like(t, dtype=None, requires_grad=False):
     shape, dt = _like(t, dtype)
-    return _finish(np.ones(shape, dtype=dt), requires_grad)
+    return _finish(np.ones_like(_template(t, shape), dtype=dt), requires_grad)
 
 
 def empty_like(t, dtype=None, requires_grad=False):
     shape, dt = _like(t, dtype)
-    return _finish(np.empty(shape, dtype=dt), requires_grad)
+    return _finish(np.empty_like(_template(t, shape), dtype=dt), requires_grad)
 
 
 def full_like(t, fill_value, dtype=None, requires_grad=False):
     shape, dt = _like(t, dtype)
-    return _finish(np.full(shape, fill_value, dtype=dt), requires_grad)
+    return _finish(np.full_like(_template(t, shape), fill_value, dtype=dt), requires_grad)
 
 
 def rand_like(t, dtype=None, requires_grad=False):

@@ -20,10 +20,11 @@ _pool_lock = threading.Lock()
 
 
 def _executor(workers):
+    """The shared pool (created once, sized for the configured thread count)."""
     global _pool
-    if _pool is None or _pool._max_workers != workers:
+    if _pool is None:
         with _pool_lock:
-            if _pool is None or _pool._max_workers != workers:
+            if _pool is None:
                 from concurrent.futures import ThreadPoolExecutor
 
                 _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="excite-blas")
@@ -65,7 +66,7 @@ def matmul(a, b, out=None):
         rows, cols = block
         np.matmul(a[rows], b[:, cols], out=out[rows, cols])
 
-    pending = [_executor(len(blocks) - 1).submit(run, blk) for blk in blocks[1:]]
+    pending = [_executor(state.threads - 1).submit(run, blk) for blk in blocks[1:]]
     run(blocks[0])
     for f in pending:
         f.result()

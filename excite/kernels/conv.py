@@ -3,9 +3,10 @@
 Which algorithm runs depends on the convolution's kind:
 - depthwise (groups == in_channels): compiled channels-last kernels (`depthwise_cl`);
 - dense 1x1: one BLAS product over the channels-last pixels (strided 1x1: slice first);
-- other dense: per-image channels-last im2col + BLAS (cheap for the 3-channel stem);
+- other dense: per-image im2col + BLAS (from NCHW planes for the 3-channel stem);
 - grouped: per-group im2col views + BLAS in NCHW.
 The first three return channels-last arrays (see `layout`); every kernel accepts any layout.
+Large products run on excite's threads (`blas.matmul`).
 """
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -16,8 +17,6 @@ from .layout import from_nhwc, is_channels_last, nhwc
 from .threads import LazyModule
 
 depthwise_cl = LazyModule("depthwise_cl")  # compiled kernels: numba loads on first use
-
-
 DEPTHWISE_TASKS = 8  # forward tasks per call at least (bands of rows when the batch is small)
 
 

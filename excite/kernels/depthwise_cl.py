@@ -1,4 +1,8 @@
-"""Compiled depthwise conv2d on channels-last arrays [N, H, W, C]: forward and backward."""
+"""Compiled depthwise conv2d on channels-last arrays [N, H, W, C]: forward and backward.
+
+Channels are the innermost (vectorised) loop everywhere; weights come as [KH, KW, C]. No
+fastmath: sums are plain adds in a fixed order, so results do not depend on the thread count.
+"""
 import numpy as np
 from numba import prange
 
@@ -126,8 +130,9 @@ def depthwise_forward_cl(x, w, bias, scale, shift, kind, out, sh, sw, ph, pw, dh
 
     ``x[n, oy*sh - ph + i*dh, ox*sw - pw + j*dw, c]`` is the tap (zero outside); ``scale`` and
     ``shift`` (batch norm's affine map, folded into the epilogue) come tiled to OW * C values, or
-    empty to skip the map. Tasks are bands of ``band``
-    output rows of one image; every output is computed the same way whatever the banding.
+    empty to skip the map. Tasks are bands of ``band`` output rows of one image; every output is
+    computed the same way whatever the banding. 3x3 and 5x5 kernels copy each band into a
+    zero-padded buffer and unroll the taps; other sizes accumulate tap by tap.
     """
     oh = out.shape[1]
     bands = (oh + band - 1) // band

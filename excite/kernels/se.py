@@ -47,7 +47,14 @@ def se_forward(x, w1, b1, w2, b2, activation="relu", scale_activation="sigmoid")
     if b2 is not None:
         z2 += b2
     gate = _FORWARD[scale_activation](z2)
-    out = x * gate.reshape(n, c, 1, 1)
+    if _compiled(x):
+        h, w = x.shape[2:]
+        out = empty_nhwc(n, c, h, w, x.dtype)
+        channel_reduce.gate_forward(x.transpose(0, 2, 3, 1).reshape(n, h * w, c),
+                                    np.ascontiguousarray(gate, dtype=x.dtype),
+                                    out.transpose(0, 2, 3, 1).reshape(n, h * w, c), work_ns=x.size * 0.3)
+    else:
+        out = x * gate.reshape(n, c, 1, 1)
     return out, (pooled, z1, a1, z2, gate)
 
 

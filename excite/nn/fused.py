@@ -124,9 +124,9 @@ def squeeze_excitation(block, input):
     if type(pool) is not AdaptiveAvgPool2d or _hooked(pool) or pool.output_size not in (1, (1, 1)):
         return None
     for fc in (fc1, fc2):
-        if not _plain_conv(fc) or _hooked(fc) or fc.kernel_size != (1, 1) or _pair(fc.stride) != (1, 1) or fc.groups != 1:
+        if not _plain_conv(fc) or _hooked(fc) or fc.kernel_size != (1, 1) or fc.groups != 1:
             return None
-        if _pair(fc.padding) != (0, 0) or _pair(fc.dilation) != (1, 1):
+        if _pair(fc.stride) != (1, 1) or _pair(fc.padding) != (0, 0) or _pair(fc.dilation) != (1, 1):
             return None
     if not isinstance(input, Tensor) or input.dtype.kind != "f" or fc1.weight.dtype != input.dtype:
         return None
