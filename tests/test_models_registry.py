@@ -119,3 +119,11 @@ def test_weights_pin_num_classes(fake_weights):
 def test_no_weights_means_no_weights_module(monkeypatch):
     monkeypatch.setitem(sys.modules, "excite.vision.weights", None)  # importing it would now fail
     assert isinstance(exm.mobilenet_v3_small(weights=None), exm.MobileNetV3)
+
+
+def test_real_weights_registry_refuses_before_downloading():
+    # both checks happen before any file is fetched, so they run offline
+    with pytest.raises(InvalidArgumentError, match="'num_classes' expected value 1000 but got 10"):
+        exm.mobilenet_v3_small(weights="DEFAULT", num_classes=10)
+    with pytest.raises(InvalidArgumentError, match="IMAGENET1K_V1"):
+        exm.efficientnet_b0(weights="NO_SUCH_WEIGHTS")

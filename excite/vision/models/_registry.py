@@ -46,7 +46,7 @@ def get_model_builder(name):
         return BUILTIN_MODELS[key]
     except KeyError:
         close = difflib.get_close_matches(key, BUILTIN_MODELS, n=3, cutoff=0.6)
-        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else "."
         raise InvalidArgumentError(
             f"Unknown model {name!r}{hint} Available models: {', '.join(list_models())}") from None
 
