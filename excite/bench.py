@@ -96,53 +96,23 @@ def _excite_train(name, batch, size):
     return run
 
 
-# ----- torch side -------------------------------------------------------------------------
-def _torch_se(torch, shape, backward):
-    from torchvision.ops import SqueezeExcitation
-
-    c = shape[1]
-    se = SqueezeExcitation(c, max(1, c // 4))
-    x = torch.randn(*shape, requires_grad=backward)
-
-    def run():
-        if backward:
-            out = se(x)
-            out.backward(torch.ones_like(out))
-        else:
-            with torch.no_grad():
-                se(x)
-
-    return run
+# ----- torch side: benchmarks/torch_peer.py in its own process ----------------------------
+# excite never imports torch; a separate process also keeps the two thread pools from
+# competing inside one interpreter (which inflated torch's times 2-20x when interleaved).
+PEER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "torch_peer.py")
 
 
-def _torch_infer(torch, name, batch, size):
-    import torchvision
+def torch_available():
+    import importlib.util
 
-    model = torchvision.models.get_model(name).eval()
-    x = torch.randn(batch, 3, size, size)
-
-    def run():
-        with torch.no_grad():
-            model(x)
-
-    return run
+    return os.path.exists(PEER) and all(importlib.util.find_spec(m) for m in ("torch", "torchvision"))
 
 
-def _torch_train(torch, name, batch, size):
-    import torchvision
-
-    model = torchvision.models.get_model(name).train()
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    x = torch.randn(batch, 3, size, size)
-    y = torch.arange(batch) % 1000
-
-    def run():
-        opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
-
-    return run
+def _torch_peer(kind, *args, threads=1, reps=3, warmup=2):
+    cmd = [sys.executable, PEER, kind, *map(str, args), "--threads", str(threads), "--reps", str(reps),
+           "--warmup", str(warmup)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return float(out.stdout.split()[-1])
 
 
 def _ort_infer(name, batch, size, threads, tmpdir):
@@ -169,15 +139,6 @@ with ex.no_grad():
     m(ex.randn(1, 3, 224, 224))
 print(time.perf_counter() - t0)
 """
-_COLD_TORCH = """
-import time; t0 = time.perf_counter()
-import torch, torchvision
-torch.set_num_threads({threads})
-m = torchvision.models.mobilenet_v3_small().eval()
-with torch.no_grad():
-    m(torch.randn(1, 3, 224, 224))
-print(time.perf_counter() - t0)
-"""
 # VmHWM, not ru_maxrss: Linux carries ru_maxrss across fork+exec, so a child started by this
 # (large) process would report the parent's peak
 _RSS_SUFFIX = """
@@ -200,13 +161,14 @@ def process_cases(threads, have_torch, reps=3):
     env = dict(os.environ, EXCITE_NUM_THREADS=str(threads))
     rows = []
     rows.append(("import_s", _fresh_import("excite", reps), _fresh_import("torch", reps) if have_torch else None))
+    # (the torch import above happens in a child process, never in excite's)
     _fresh(_COLD_EXCITE, env)  # make sure the on-disk kernel cache is warm
     ex_cold = statistics.median(_fresh(_COLD_EXCITE, env)[0] for _ in range(reps))
-    th_cold = (statistics.median(_fresh(_COLD_TORCH.format(threads=threads))[0] for _ in range(reps))
+    th_cold = (statistics.median(_torch_peer("cold", threads=threads) for _ in range(reps))
                if have_torch else None)
     rows.append(("cold_first_inference_s", ex_cold, th_cold))
     ex_rss = _fresh(_COLD_EXCITE + _RSS_SUFFIX, env)[1]
-    th_rss = _fresh(_COLD_TORCH.format(threads=threads) + _RSS_SUFFIX)[1] if have_torch else None
+    th_rss = _torch_peer("rss", threads=threads) if have_torch else None
     rows.append(("peak_rss_mb_infer_small_b1", ex_rss, th_rss))
     with tempfile.TemporaryDirectory() as cache:
         first = _fresh(_COLD_EXCITE, dict(env, NUMBA_CACHE_DIR=cache))[0]
@@ -218,11 +180,7 @@ def process_cases(threads, have_torch, reps=3):
 def run(quick=False, threads=None, reps=None, warmup=2, cases=None):
     threads = threads or int(os.environ.get("EXCITE_NUM_THREADS", os.cpu_count() or 1))
     os.environ["EXCITE_NUM_THREADS"] = str(threads)
-    torch = _try_import("torch")
-    if torch is not None:
-        torch.set_num_threads(threads)
-        if _try_import("torchvision") is None:
-            torch = None
+    have_torch = torch_available()
     have_ort = _try_import("onnxruntime") is not None and _try_import("onnx") is not None
     reps = reps or (5 if quick else 7)
     import excite as ex
@@ -232,9 +190,10 @@ def run(quick=False, threads=None, reps=None, warmup=2, cases=None):
     rows = []
     tmpdir = tempfile.mkdtemp(prefix="excite-bench-")
 
-    def add(case, ex_fn, th_fn=None, ort_fn=None, case_reps=reps):
+    def add(case, ex_fn, th_args=None, ort_fn=None, case_reps=reps):
         ex_s = _median_time(ex_fn(), case_reps, warmup)
-        th_s = _median_time(th_fn(), case_reps, warmup) if th_fn is not None and torch is not None else None
+        th_s = (_torch_peer(*th_args, threads=threads, reps=case_reps, warmup=warmup)
+                if th_args is not None and have_torch else None)
         ort_s = None
         if ort_fn is not None and have_ort:
             ort_s = _median_time(ort_fn(), case_reps, warmup)
@@ -247,23 +206,20 @@ def run(quick=False, threads=None, reps=None, warmup=2, cases=None):
         for bwd in (False, True):
             case = f"se_{'fwdbwd' if bwd else 'fwd'}_{label}"
             if wanted(case):
-                add(case, lambda s=shape, b=bwd: _excite_se(s, b)[1],
-                    (lambda s=shape, b=bwd: _torch_se(torch, s, b)) if torch else None)
+                add(case, lambda s=shape, b=bwd: _excite_se(s, b)[1], ("se", label, int(bwd)))
     for name in INFER_MODELS:
         for batch in (1, 16):
             case = f"infer_{name}_b{batch}"
             if wanted(case):
-                add(case, lambda n=name, b=batch: _excite_infer(n, b, 224),
-                    (lambda n=name, b=batch: _torch_infer(torch, n, b, 224)) if torch else None,
+                add(case, lambda n=name, b=batch: _excite_infer(n, b, 224), ("infer", name, batch, 224),
                     lambda n=name, b=batch: _ort_infer(n, b, 224, threads, tmpdir),
                     case_reps=reps if batch == 1 else max(3, reps // 2))
     for name in TRAIN_MODELS:
         case = f"train_{name}_b16"
         if wanted(case):
-            add(case, lambda n=name: _excite_train(n, 16, 224),
-                (lambda n=name: _torch_train(torch, n, 16, 224)) if torch else None, case_reps=3)
+            add(case, lambda n=name: _excite_train(n, 16, 224), ("train", name, 16, 224), case_reps=3)
     if any(wanted(c) for c in ("import_s", "cold_first_inference_s", "peak_rss_mb_infer_small_b1")):
-        for case, ex_v, th_v in process_cases(threads, torch is not None, reps=3 if not quick else 2):
+        for case, ex_v, th_v in process_cases(threads, have_torch, reps=3 if not quick else 2):
             if wanted(case) or not quick:
                 rows.append({"case": case, "excite_s": ex_v, "torch_s": th_v, "onnxruntime_s": None})
                 _print_row(rows[-1])
