@@ -133,17 +133,28 @@ def test_dense_and_depthwise_outputs_are_channels_last(case):
 @pytest.mark.parametrize("activation", [None, "relu", "relu6", "hardswish", "hardsigmoid", "silu", "sigmoid"])
 @pytest.mark.parametrize("case", ["pointwise", "pointwise_strided", "stem_3x3_s2", "depthwise_3x3_s2_odd",
                                   "depthwise_5x5_s2", "depthwise_7x7", "depthwise_multiplier_2", "grouped_2"])
-def test_fused_inference_equals_conv_then_affine_then_activation(case, activation, dtype):
+def test_fused_inference_equals_conv_then_batch_norm_then_activation(case, activation, dtype):
     x, w, b, stride, padding, dilation, groups = _arrays(case, dtype)
     rng = np.random.default_rng(2)
     o = w.shape[0]
-    scale, shift = rng.uniform(0.5, 1.5, o), 0.3 * rng.standard_normal(o)
-    z = reference_conv2d(x, w, b, stride, padding, dilation, groups) * scale[None, :, None, None]
-    z = z + shift[None, :, None, None]
+    mean, var = 0.3 * rng.standard_normal(o), rng.uniform(0.5, 1.5, o)
+    weight, bias, eps = rng.uniform(0.5, 1.5, o), 0.3 * rng.standard_normal(o), 1e-3
+    norm = tuple(v.astype(dtype) for v in (mean, var, weight, bias)) + (eps,)
+    scale = norm[2].astype(np.float64) / np.sqrt(norm[1].astype(np.float64) + eps)
+    z = (reference_conv2d(x, w, b, stride, padding, dilation, groups) - norm[0][None, :, None, None]) \
+        * scale[None, :, None, None] + norm[3][None, :, None, None]
     expected = _REFERENCE_ACTIVATIONS[activation](z)
-    out = conv_bn_act_inference(x, w, b, stride, padding, dilation, groups, scale, shift, activation)
-    assert_close(out, expected, f"fused conv + affine + {activation}", **TOL[dtype])
-    plain = conv_bn_act_inference(x, w, None, stride, padding, dilation, groups, None, None, activation)
+    out = conv_bn_act_inference(x, w, b, stride, padding, dilation, groups, norm, activation)
+    assert_close(out, expected, f"fused conv + batch norm + {activation}", **TOL[dtype])
+    residual = rng.standard_normal(expected.shape).astype(dtype)
+    out = conv_bn_act_inference(x, w, b, stride, padding, dilation, groups, norm, activation, residual)
+    assert_close(out, expected + residual, f"fused conv + batch norm + {activation} + residual", **TOL[dtype])
+    no_affine = norm[:2] + (None, None, eps)
+    out = conv_bn_act_inference(x, w, b, stride, padding, dilation, groups, no_affine, activation)
+    z = (reference_conv2d(x, w, b, stride, padding, dilation, groups) - norm[0][None, :, None, None]) \
+        / np.sqrt(norm[1].astype(np.float64) + eps)[None, :, None, None]
+    assert_close(out, _REFERENCE_ACTIVATIONS[activation](z), f"fused conv + batch norm without affine", **TOL[dtype])
+    plain = conv_bn_act_inference(x, w, None, stride, padding, dilation, groups, None, activation)
     expected_plain = _REFERENCE_ACTIVATIONS[activation](reference_conv2d(x, w, None, stride, padding, dilation, groups))
     assert_close(plain, expected_plain, f"fused conv + {activation}", **TOL[dtype])
 

@@ -7,6 +7,8 @@ import pytest
 
 import excite as ex
 from excite.autograd.functions.se import SqueezeExcitation
+from excite.kernels import se as K
+from excite.kernels.layout import is_channels_last
 from oracle import assert_close
 
 TOL = {np.float32: dict(rtol=1e-5, atol=1e-5), np.float64: dict(rtol=1e-10, atol=1e-10)}
@@ -65,3 +67,57 @@ def test_no_graph_and_no_saved_arrays_under_no_grad():
     with ex.no_grad():
         y = SqueezeExcitation.apply(x, w1, b1, w2, b2, activation="relu", scale_activation="hardsigmoid")
     assert y.grad_fn is None and not y.requires_grad
+
+
+# ----- the module at sizes where the compiled kernels run, in both layouts; the inference kernel --------
+def _layouts(x):
+    return {"planes": x, "channels_last": _channels_last(x)}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("config", ["mobilenet", "efficientnet"])
+@pytest.mark.parametrize("shape", [(2, 24, 13, 11), (1, 240, 7, 7)], ids=lambda s: "x".join(map(str, s)))
+def test_module_inference_and_training_match_torchvision_in_both_layouts(torch, torchvision, shape, config, dtype):
+    act, gate = CONFIGS[config]
+    c, s = shape[1], max(1, shape[1] // 4)
+    se = ex.nn.SqueezeExcitation(c, s, getattr(ex.nn, TORCH_ACTIVATIONS[act]), getattr(ex.nn, TORCH_ACTIVATIONS[gate]))
+    tv = torchvision.ops.SqueezeExcitation(c, s, getattr(torch.nn, TORCH_ACTIVATIONS[act]),
+                                           getattr(torch.nn, TORCH_ACTIVATIONS[gate]))
+    tv.load_state_dict({k: torch.tensor(v.numpy()) for k, v in se.state_dict().items()})
+    if dtype == np.float64:
+        se, tv = se.double(), tv.double()
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal(shape) * 2).astype(dtype)
+    g = rng.standard_normal(shape).astype(dtype)
+    xt = torch.tensor(x, requires_grad=True)
+    yt = tv(xt)
+    yt.backward(torch.tensor(g))
+    tol = dict(TOL[dtype])
+    grad_tol = dict(rtol=1e-7, atol=1e-7) if gate == "hardsigmoid" and dtype == np.float64 else tol  # see above
+    for name, xl in _layouts(x).items():
+        assert K._layout(xl) == name
+        with ex.no_grad():
+            y = se(ex.tensor(xl))
+        assert is_channels_last(y.numpy()) == (name == "channels_last"), "the output keeps the input's layout"
+        assert_close(y.numpy(), yt.detach().numpy(), f"inference ({name})", **tol)
+        for gname, gl in _layouts(g).items():
+            se.zero_grad()
+            xe = ex.tensor(xl, requires_grad=True)
+            ye = se(xe)
+            assert_close(ye.numpy(), yt.detach().numpy(), f"training forward ({name})", **tol)
+            ye.backward(ex.tensor(gl))
+            assert_close(xe.grad.numpy(), xt.grad.numpy(), f"grad of input ({name} x, {gname} grad)", **grad_tol)
+            for (n, p), tp in zip(se.named_parameters(), tv.parameters()):
+                assert_close(p.grad.numpy(), tp.grad.numpy(), f"grad of {n} ({name} x, {gname} grad)", **grad_tol)
+
+
+def test_inference_kernel_equals_the_training_forward_with_and_without_biases():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((4, 96, 14, 14)).astype(np.float32)
+    w1, b1 = rng.standard_normal((24, 96, 1, 1)).astype(np.float32), rng.standard_normal(24).astype(np.float32)
+    w2, b2 = rng.standard_normal((96, 24, 1, 1)).astype(np.float32), rng.standard_normal(96).astype(np.float32)
+    for xl in _layouts(x).values():
+        for biases in ((b1, b2), (None, None)):
+            ref = K.se_forward(xl, w1, biases[0], w2, biases[1], "relu", "hardsigmoid")[0]
+            out = K.se_inference(xl, w1, biases[0], w2, biases[1], "relu", "hardsigmoid")
+            assert_close(out, ref, "inference kernel vs training forward", **TOL[np.float32])

@@ -9,7 +9,7 @@ import numpy as np
 from numba import prange
 
 from .elementwise import affine_activation, affine_activation_inplace, map_activation_grad
-from .threads import kernel
+from .threads import helper, kernel
 
 
 @kernel
@@ -72,3 +72,20 @@ def backward_input_inplace(grad_z, x, mean, k, mean_grad, coef):
         xr = x[r]
         for c in range(xr.shape[0]):
             g[c] = (g[c] - mean_grad[c] - (xr[c] - mean[c]) * k[c]) * coef[c]
+
+
+@helper
+def inference_affine(mean, var, weight, bias, conv_bias, eps, scale, shift):
+    """scale = weight / sqrt(var + eps), shift = bias - mean * scale (+ conv_bias * scale), in float64
+    and stored in the outputs' dtype; empty ``weight`` / ``bias`` / ``conv_bias`` mean 1 / 0 / 0."""
+    for c in range(scale.shape[0]):
+        s = 1.0 / np.sqrt(np.float64(var[c]) + eps)
+        if weight.size:
+            s *= weight[c]
+        t = -np.float64(mean[c]) * s
+        if bias.size:
+            t += bias[c]
+        if conv_bias.size:
+            t += np.float64(conv_bias[c]) * s
+        scale[c] = s
+        shift[c] = t

@@ -1,4 +1,4 @@
-"""Compiled per-image channel reductions and gates on channels-last arrays [N, P, C] (P = H*W).
+"""Compiled per-image channel reductions and gates on channels-last arrays [N, P, C] (P = H*W) or planes [N, C, P].
 
 Used by global average pooling and the fused Squeeze-and-Excitation block. Sums run over
 pixels in a fixed order in float64, one image per task, so results do not depend on threads.
@@ -6,7 +6,8 @@ pixels in a fixed order in float64, one image per task, so results do not depend
 import numpy as np
 from numba import prange
 
-from .threads import kernel
+from .threads import inline_helper, kernel
+
 
 
 @kernel
@@ -75,3 +76,84 @@ def gate_backward_input(grad, gate, pooled_grad, out):
         o = out[n, t % pixels]
         for c in range(ch):
             o[c] = g[c] * s[c] + a[c]
+
+
+# ----- the same reductions and gates on planes [N, C, P] (NCHW memory) ----------------------------
+@inline_helper
+def vector_sum(a, b):
+    """sum over p of a[p] (b empty) or a[p] * b[p], in float64: eight running sums (independent add
+    chains the compiler packs into one vector register), then their total."""
+    n = a.shape[0]
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+    p = 0
+    if b.size:
+        while p + 8 <= n:
+            s0 += np.float64(a[p]) * b[p]
+            s1 += np.float64(a[p + 1]) * b[p + 1]
+            s2 += np.float64(a[p + 2]) * b[p + 2]
+            s3 += np.float64(a[p + 3]) * b[p + 3]
+            s4 += np.float64(a[p + 4]) * b[p + 4]
+            s5 += np.float64(a[p + 5]) * b[p + 5]
+            s6 += np.float64(a[p + 6]) * b[p + 6]
+            s7 += np.float64(a[p + 7]) * b[p + 7]
+            p += 8
+        while p < n:
+            s0 += np.float64(a[p]) * b[p]
+            p += 1
+    else:
+        while p + 8 <= n:
+            s0 += a[p]
+            s1 += a[p + 1]
+            s2 += a[p + 2]
+            s3 += a[p + 3]
+            s4 += a[p + 4]
+            s5 += a[p + 5]
+            s6 += a[p + 6]
+            s7 += a[p + 7]
+            p += 8
+        while p < n:
+            s0 += a[p]
+            p += 1
+    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+
+
+@kernel
+def plane_means(x, out):
+    """out[n, c] = mean over p of x[n, c, p] (summed in float64)."""
+    n_img, ch, pixels = x.shape
+    none = x[0, 0, :0]
+    for t in prange(n_img * ch):
+        out[t // ch, t % ch] = vector_sum(x[t // ch, t % ch], none) / pixels
+
+
+@kernel
+def plane_gate(x, gate, out):
+    """out[n, c, p] = x[n, c, p] * gate[n, c]."""
+    n_img, ch, pixels = x.shape
+    for t in prange(n_img * ch):
+        src = x[t // ch, t % ch]
+        dst = out[t // ch, t % ch]
+        s = gate[t // ch, t % ch]
+        for p in range(pixels):
+            dst[p] = src[p] * s
+
+
+@kernel
+def plane_gated_sums(grad, x, out):
+    """out[n, c] = sum over p of grad[n, c, p] * x[n, c, p] (float64)."""
+    n_img, ch = x.shape[:2]
+    for t in prange(n_img * ch):
+        out[t // ch, t % ch] = vector_sum(grad[t // ch, t % ch], x[t // ch, t % ch])
+
+
+@kernel
+def plane_gate_backward_input(grad, gate, pooled_grad, out):
+    """out[n, c, p] = grad[n, c, p] * gate[n, c] + pooled_grad[n, c] (pooled_grad already divided by P)."""
+    n_img, ch, pixels = grad.shape
+    for t in prange(n_img * ch):
+        g = grad[t // ch, t % ch]
+        dst = out[t // ch, t % ch]
+        s = gate[t // ch, t % ch]
+        a = pooled_grad[t // ch, t % ch]
+        for p in range(pixels):
+            dst[p] = g[p] * s + a

@@ -12,6 +12,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from .activation_kinds import IDENTITY
+from . import pointwise
 from .blas import matmul
 from .layout import from_nhwc, is_channels_last, nhwc
 from .threads import LazyModule
@@ -117,8 +118,8 @@ def _depthwise_forward(x, w, bias, stride, padding, dilation, oh, ow, scale=None
     xc = _depthwise_input(x, o // x.shape[1])
     empty = _no_bias(x.dtype)
     b = np.zeros(o, dtype=x.dtype) if bias is None else np.ascontiguousarray(bias, dtype=x.dtype)
-    scale = empty if scale is None else np.tile(np.asarray(scale, dtype=x.dtype), ow)
-    shift = empty if shift is None else np.tile(np.asarray(shift, dtype=x.dtype), ow)
+    scale = empty if scale is None else np.ascontiguousarray(scale, dtype=x.dtype)
+    shift = empty if shift is None else np.ascontiguousarray(shift, dtype=x.dtype)
     out = np.empty((n, oh, ow, o), dtype=x.dtype)
     band = -(-oh // -(-DEPTHWISE_TASKS // n))  # several row bands per image when the batch is small
     depthwise_cl.depthwise_forward_cl(xc, _taps_last(w), b, scale, shift, IDENTITY if kind is None else kind, out,
@@ -162,10 +163,16 @@ def _strided_pixels(x, stride):
     return xc
 
 
-def _pointwise_forward(x, w, stride):
+def _pointwise_forward(x, w, stride, scale=None, shift=None, kind=IDENTITY, residual=None):
+    """[N, OH, OW, O] = act(conv * scale + shift) + residual rows of a 1x1 convolution (the epilogue
+    only where the compiled product runs: callers pass it only when `pointwise.supported`)."""
     xc = _strided_pixels(x, stride)
     n, oh, ow, c = xc.shape
-    out = matmul(xc.reshape(-1, c), w.reshape(w.shape[0], c).T)
+    rows = xc.reshape(-1, c)
+    if pointwise.supported(rows, w):
+        out = pointwise.pointwise(rows, w, scale, shift, kind, residual)
+    else:
+        out = matmul(rows, w.reshape(w.shape[0], c).T)
     return out.reshape(n, oh, ow, w.shape[0])
 
 

@@ -119,9 +119,8 @@ def _forward_task(x, w, bias, scale, shift, kind, out, sh, sw, ph, pw, dh, dw, n
     else:
         _direct_rows(x, n, oy0, w, bias, rows, sh, sw, ph, pw, dh, dw)
     if scale.size or kind != IDENTITY:
-        # scale / shift come tiled to a whole output row (OW * C), so each row is one long loop
         for y in range(oy1 - oy0):
-            epilogue_rows(out[n, oy0 + y].reshape(1, -1), scale, shift, kind)
+            epilogue_rows(out[n, oy0 + y], scale, shift, kind)
 
 
 @kernel
@@ -129,8 +128,8 @@ def depthwise_forward_cl(x, w, bias, scale, shift, kind, out, sh, sw, ph, pw, dh
     """out[n, oy, ox, c] = act(conv * scale[c] + shift[c]) where conv = bias[c] + sum_ij w[i, j, c] * x[...].
 
     ``x[n, oy*sh - ph + i*dh, ox*sw - pw + j*dw, c]`` is the tap (zero outside); ``scale`` and
-    ``shift`` (batch norm's affine map, folded into the epilogue) come tiled to OW * C values, or
-    empty to skip the map. Tasks are bands of ``band`` output rows of one image; every output is
+    ``shift`` (batch norm's affine map, folded into the epilogue) have C values, or none to skip
+    the map. Tasks are bands of ``band`` output rows of one image; every output is
     computed the same way whatever the banding. 3x3 and 5x5 kernels copy each band into a
     zero-padded buffer and unroll the taps; other sizes accumulate tap by tap.
     """

@@ -1,24 +1,53 @@
-"""Inference-only fusion: convolution, batch norm (eval affine) and activation in as few passes as possible.
+"""Inference-only fusion: convolution, batch norm (eval affine), activation and a residual add in one pass.
 
-The result equals ``act(batch_norm(conv2d(x)))`` evaluated in the same order (convolution,
-then ``* scale + shift``, then the activation), so it agrees with the unfused path to rounding.
-Depthwise convolutions apply the affine map and activation in the kernel's epilogue; 1x1 and
-dense ones run BLAS, then one in-place pass.
+The result equals ``act(batch_norm(conv2d(x))) + residual`` evaluated as convolution, then
+``* scale + shift`` (the conv bias folded into ``shift``), then the activation, then the add, so it
+agrees with the unfused path to rounding. Depthwise convolutions apply the affine map and
+activation in the kernel's epilogue, 1x1 ones in the epilogue of the compiled matrix product; the
+other convolutions run, then one in-place pass.
 """
 import numpy as np
 
 from . import conv as C
+from . import pointwise
 from .activation_kinds import KINDS
-from .layout import from_nhwc
+from .layout import from_nhwc, nhwc
 from .threads import LazyModule
 
 batchnorm = LazyModule("batchnorm")  # compiled kernels: numba loads on first use
+_EMPTY = {}
 
 
-def conv_bn_act_inference(x, w, conv_bias, stride, padding, dilation, groups, scale, shift, activation):
-    """``act(conv2d(x, w, conv_bias) * scale + shift)`` per output channel; channels-last for groups 1 / depthwise.
+def _empty(dtype):
+    arr = _EMPTY.get(dtype)
+    if arr is None:
+        arr = _EMPTY[dtype] = np.empty(0, dtype)
+    return arr
 
-    ``scale`` / ``shift`` may be None (no normalisation); ``activation`` is a name or None.
+
+def inference_affine(norm, conv_bias, channels, dtype):
+    """(scale, shift) in ``dtype`` with ``act(conv * scale + shift)`` = ``act(bn(conv + conv_bias))``.
+
+    ``norm`` is (running_mean, running_var, weight or None, bias or None, eps) or None.
+    """
+    scale = np.empty(channels, dtype)
+    shift = np.empty(channels, dtype)
+    if norm is None:
+        scale[:] = 1
+        shift[:] = 0 if conv_bias is None else conv_bias
+        return scale, shift
+    mean, var, weight, bias, eps = norm
+    batchnorm.inference_affine(mean, var, _empty(mean.dtype) if weight is None else weight,
+                               _empty(mean.dtype) if bias is None else bias,
+                               _empty(mean.dtype) if conv_bias is None else conv_bias, float(eps), scale, shift)
+    return scale, shift
+
+
+def conv_bn_act_inference(x, w, conv_bias, stride, padding, dilation, groups, norm, activation, residual=None):
+    """``act(batch_norm(conv2d(x, w, conv_bias))) + residual``; channels-last for groups 1 / depthwise.
+
+    ``norm`` is (running_mean, running_var, weight, bias, eps) or None (no normalisation);
+    ``activation`` is a name or None; ``residual`` (the output's shape) is added last, or None.
     """
     kind = KINDS[activation]
     n, c, h, wd = x.shape
@@ -28,26 +57,32 @@ def conv_bn_act_inference(x, w, conv_bias, stride, padding, dilation, groups, sc
     w = w.astype(dtype, copy=False)
     oh = C.output_size(h, kh, stride[0], padding[0], dilation[0])
     ow = C.output_size(wd, kw, stride[1], padding[1], dilation[1])
-    if C._is_depthwise(c, w.shape, groups):
-        return C._depthwise_forward(x, w, conv_bias, stride, padding, dilation, oh, ow, scale, shift, kind)
-    if groups != 1:
+    scale, shift = inference_affine(norm, conv_bias, o, dtype)
+    pointwise_fused = kh == kw == 1 and padding == (0, 0) and groups == 1 and pointwise.supported(x, w)
+    if pointwise_fused and residual is not None:
+        if residual.shape != (n, o, oh, ow):
+            raise ValueError(f"residual must have the output's shape {(n, o, oh, ow)}, got {residual.shape}")
+        rows = nhwc(residual.astype(dtype, copy=False)).reshape(-1, o)
+        return from_nhwc(C._pointwise_forward(x, w, stride, scale, shift, kind, rows))
+    if pointwise_fused:
+        out = from_nhwc(C._pointwise_forward(x, w, stride, scale, shift, kind))
+    elif C._is_depthwise(c, w.shape, groups):
+        out = C._depthwise_forward(x, w, None, stride, padding, dilation, oh, ow, scale, shift, kind)
+    elif groups != 1:
         from .norm import batch_norm_apply
 
-        y = C.conv2d_forward(x, w, conv_bias, stride, padding, dilation, groups)
-        if scale is None:
-            scale, shift = np.ones(o, dtype), np.zeros(o, dtype)
-        return batch_norm_apply(y, scale, shift, activation, out=y)
-    if kh == kw == 1 and padding == (0, 0):
-        out = C._pointwise_forward(x, w, stride)
+        out = C.conv2d_forward(x, w, None, stride, padding, dilation, groups)
+        out = batch_norm_apply(out, scale, shift, activation, out=out)
     else:
-        out = C._dense_forward(x, w, stride, padding, dilation, oh, ow)
-    if scale is None:
-        scale = np.ones(o, dtype=np.float64)
-        shift = np.zeros(o, dtype=np.float64)
-    if conv_bias is not None:
-        shift = shift + conv_bias * scale  # act((conv + b) * s + t) = act(conv * s + (b * s + t))
-    affine_activation_rows_inplace(out.reshape(-1, o), scale, shift, kind)
-    return from_nhwc(out)
+        if kh == kw == 1 and padding == (0, 0):
+            rows = C._pointwise_forward(x, w, stride)
+        else:
+            rows = C._dense_forward(x, w, stride, padding, dilation, oh, ow)
+        affine_activation_rows_inplace(rows.reshape(-1, o), scale, shift, kind)
+        out = from_nhwc(rows)
+    if residual is not None:
+        out += residual
+    return out
 
 
 ROW_ELEMENTS = 1024  # rows of few channels are regrouped into rows of about this many elements

@@ -8,11 +8,13 @@ of the five or six full passes the unfused graph makes.
 import numpy as np
 
 from . import activation as A
-from .layout import empty_nhwc, is_channels_last
+from .activation_kinds import KINDS
+from .layout import empty_nhwc, is_channels_last, like
 from .pooling import global_avg_pool2d
 from .threads import LazyModule
 
 channel_reduce = LazyModule("channel_reduce")  # compiled kernels: numba loads on first use
+excitation = LazyModule("excitation")
 
 COMPILED_MIN_SIZE = 1 << 12
 
@@ -31,14 +33,51 @@ def _matrix(w):
     return w.reshape(w.shape[0], w.shape[1])
 
 
-def _compiled(x):
-    return is_channels_last(x) and x.dtype in (np.float32, np.float64) and x.size >= COMPILED_MIN_SIZE
+def _layout(x):
+    """'channels_last' or 'planes' where the compiled kernels apply (views [N, P, C] / [N, C, P]), else None."""
+    if x.dtype not in (np.float32, np.float64) or x.size < COMPILED_MIN_SIZE:
+        return None
+    if is_channels_last(x):
+        return "channels_last"
+    return "planes" if x.flags.c_contiguous else None
+
+
+def _views(layout, *arrays):
+    """The [N, P, C] or [N, C, P] views of NCHW-shaped arrays in ``layout``."""
+    n, c, h, w = arrays[0].shape
+    if layout == "channels_last":
+        return [a.transpose(0, 2, 3, 1).reshape(n, h * w, c) for a in arrays]
+    return [a.reshape(n, c, h * w) for a in arrays]
+
+
+def _empty_like(x, layout):
+    return empty_nhwc(*x.shape, x.dtype) if layout == "channels_last" else np.empty(x.shape, x.dtype)
+
+
+def se_inference(x, w1, b1, w2, b2, activation="relu", scale_activation="sigmoid"):
+    """The output of `se_forward` without the cache for backward: one compiled call when it applies."""
+    layout = _layout(x)
+    if layout is None or not (w1.dtype == w2.dtype == x.dtype) or not {activation, scale_activation} <= KINDS.keys():
+        return se_forward(x, w1, b1, w2, b2, activation, scale_activation)[0]
+    out = _empty_like(x, layout)
+    x3, out3 = _views(layout, x, out)
+    b1 = np.zeros(w1.shape[0], x.dtype) if b1 is None else np.ascontiguousarray(b1, dtype=x.dtype)
+    b2 = np.zeros(w2.shape[0], x.dtype) if b2 is None else np.ascontiguousarray(b2, dtype=x.dtype)
+    excitation.se_inference(x3, layout == "channels_last", np.ascontiguousarray(_matrix(w1)), b1,
+                            np.ascontiguousarray(_matrix(w2)), b2, KINDS[activation], KINDS[scale_activation], out3,
+                            work_ns=x.size * 0.5)
+    return out
 
 
 def se_forward(x, w1, b1, w2, b2, activation="relu", scale_activation="sigmoid"):
     """Returns (out, cache); ``cache`` holds the small [N, C] / [N, S] intermediates for backward."""
     n, c = x.shape[:2]
-    pooled = global_avg_pool2d(x).reshape(n, c)
+    layout = _layout(x)
+    if layout == "planes":
+        pooled = np.empty((n, c), dtype=x.dtype)
+        channel_reduce.plane_means(x.reshape(n, c, -1), pooled, work_ns=x.size * 0.3)
+    else:
+        pooled = global_avg_pool2d(x).reshape(n, c)
     z1 = pooled @ _matrix(w1).T
     if b1 is not None:
         z1 += b1
@@ -47,14 +86,12 @@ def se_forward(x, w1, b1, w2, b2, activation="relu", scale_activation="sigmoid")
     if b2 is not None:
         z2 += b2
     gate = _FORWARD[scale_activation](z2)
-    if _compiled(x):
-        h, w = x.shape[2:]
-        out = empty_nhwc(n, c, h, w, x.dtype)
-        channel_reduce.gate_forward(x.transpose(0, 2, 3, 1).reshape(n, h * w, c),
-                                    np.ascontiguousarray(gate, dtype=x.dtype),
-                                    out.transpose(0, 2, 3, 1).reshape(n, h * w, c), work_ns=x.size * 0.3)
-    else:
-        out = x * gate.reshape(n, c, 1, 1)
+    if layout is None:
+        return x * gate.reshape(n, c, 1, 1), (pooled, z1, a1, z2, gate)
+    out = _empty_like(x, layout)
+    gate_forward = channel_reduce.gate_forward if layout == "channels_last" else channel_reduce.plane_gate
+    gate_forward(*_views(layout, x), np.ascontiguousarray(gate, dtype=x.dtype), *_views(layout, out),
+                 work_ns=x.size * 0.3)
     return out, (pooled, z1, a1, z2, gate)
 
 
@@ -63,12 +100,13 @@ def se_backward(grad, x, w1, w2, cache, activation="relu", scale_activation="sig
     pooled, z1, a1, z2, gate = cache
     n, c, h, w = x.shape
     dtype = x.dtype
-    compiled = _compiled(x)
-    if compiled:
-        g3 = np.ascontiguousarray(grad.astype(dtype, copy=False).transpose(0, 2, 3, 1)).reshape(n, h * w, c)
-        x3 = x.transpose(0, 2, 3, 1).reshape(n, h * w, c)
+    layout = _layout(x)
+    if layout is not None:
+        grad = like(grad.astype(dtype, copy=False), x)
+        g3, x3 = _views(layout, grad, x)
         grad_gate64 = np.empty((n, c), dtype=np.float64)
-        channel_reduce.gated_sums(g3, x3, grad_gate64, work_ns=x.size * 0.4)
+        sums = channel_reduce.gated_sums if layout == "channels_last" else channel_reduce.plane_gated_sums
+        sums(g3, x3, grad_gate64, work_ns=x.size * 0.4)
         grad_gate = grad_gate64.astype(dtype)
     else:
         grad_gate = (grad * x).sum(axis=(2, 3), dtype=np.float64).astype(dtype)
@@ -79,11 +117,12 @@ def se_backward(grad, x, w1, w2, cache, activation="relu", scale_activation="sig
     grad_w1 = (g1.T @ pooled).reshape(w1.shape)
     grad_b1 = g1.sum(axis=0)
     grad_pooled = (g1 @ _matrix(w1)) / (h * w)
-    if compiled:
-        gx = empty_nhwc(n, c, h, w, dtype)
-        channel_reduce.gate_backward_input(g3, np.ascontiguousarray(gate, dtype=dtype),
-                                           np.ascontiguousarray(grad_pooled, dtype=dtype),
-                                           gx.transpose(0, 2, 3, 1).reshape(n, h * w, c), work_ns=x.size * 0.4)
+    if layout is not None:
+        gx = _empty_like(x, layout)
+        backward = (channel_reduce.gate_backward_input if layout == "channels_last"
+                    else channel_reduce.plane_gate_backward_input)
+        backward(g3, np.ascontiguousarray(gate, dtype=dtype), np.ascontiguousarray(grad_pooled, dtype=dtype),
+                 *_views(layout, gx), work_ns=x.size * 0.4)
     else:
         gx = grad * gate.reshape(n, c, 1, 1) + grad_pooled.reshape(n, c, 1, 1).astype(dtype, copy=False)
     return gx, grad_w1, grad_b1, grad_w2, grad_b2

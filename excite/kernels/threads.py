@@ -15,7 +15,7 @@ _lock = threading.Lock()  # guards configuration, and parallel launches on the w
 _state = None
 _local = threading.local()  # numba's thread count is per calling thread
 _forked = False
-PARALLEL_MIN_NS = 150_000  # kernels estimated to take less than this run on one thread
+PARALLEL_MIN_NS = 40_000  # kernels estimated to take less than this run on one thread
 
 
 def requested_threads():

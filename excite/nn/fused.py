@@ -8,7 +8,6 @@ from ..autograd.functions.norm import BatchNorm as _BatchNormFunction
 from ..autograd.functions.se import SqueezeExcitation as _SqueezeExcitationFunction
 from ..autograd.grad_mode import is_grad_enabled
 from ..kernels.fused import conv_bn_act_inference
-from ..kernels.norm import batch_norm_affine
 from ..tensor import Tensor
 from .activation import Hardsigmoid, Hardswish, ReLU, ReLU6, Sigmoid, SiLU
 from .conv import Conv2d
@@ -58,11 +57,12 @@ def _plan(block):
     return plan
 
 
-def conv_norm_activation(block, input):
-    """``[Conv2d, BatchNorm2d?, activation?]`` fused, else None.
+def conv_norm_activation(block, input, residual=None):
+    """``[Conv2d, BatchNorm2d?, activation?]`` fused (plus ``residual`` if given), else None.
 
-    Inference (no graph recorded, BatchNorm in eval): one kernel call. Otherwise, when there is a
-    BatchNorm2d followed by an activation: the convolution, then `_batch_norm_activation`.
+    Inference (no graph recorded, BatchNorm in eval): one kernel call, the residual add included.
+    Otherwise, when there is a BatchNorm2d followed by an activation and no residual: the
+    convolution, then `_batch_norm_activation`.
     """
     plan = _plan(block)
     if plan is None or not isinstance(input, Tensor) or input.ndim != 4:
@@ -73,21 +73,28 @@ def conv_norm_activation(block, input):
     if input.shape[1] != conv.in_channels or isinstance(conv.padding, str):
         return None
     batch_statistics = norm is not None and (norm.training or norm.running_mean is None)
-    if batch_statistics or _records_graph(input, *block._modules.values()):
-        if norm is None or activation is None:
+    if residual is not None and not (isinstance(residual, Tensor) and residual.shape == _output_shape(conv, input)):
+        return None  # the plain path broadcasts (or raises) as an add would
+    if batch_statistics or _records_graph(input, *block._modules.values()) or (
+            residual is not None and _records_graph(residual)):
+        if norm is None or activation is None or residual is not None:
             return None
         # training (or a recorded graph): the convolution as usual, then batch norm and the
         # activation as one Function (one pass forward, the activation's backward folded into
         # batch norm's)
         return _batch_norm_activation(norm, conv(input), activation)
-    scale = shift = None
+    stats = None
     if norm is not None:
-        weight = None if norm.weight is None else norm.weight.data
-        bias = None if norm.bias is None else norm.bias.data
-        scale, shift, _ = batch_norm_affine(norm.running_mean.data, norm.running_var.data, weight, bias, norm.eps)
-    conv_bias = None if conv.bias is None else conv.bias.data
-    out = conv_bn_act_inference(input.data, conv.weight.data, conv_bias, _pair(conv.stride), _pair(conv.padding),
-                                _pair(conv.dilation), conv.groups, scale, shift, activation)
+        params = norm._parameters
+        weight, bias = params["weight"], params["bias"]
+        buffers = norm._buffers
+        stats = (buffers["running_mean"].data, buffers["running_var"].data, None if weight is None else weight.data,
+                 None if bias is None else bias.data, norm.eps)
+    conv_bias = conv._parameters["bias"]
+    out = conv_bn_act_inference(input.data, conv._parameters["weight"].data,
+                                None if conv_bias is None else conv_bias.data, _pair(conv.stride),
+                                _pair(conv.padding), _pair(conv.dilation), conv.groups, stats, activation,
+                                None if residual is None else residual.data)
     return Tensor(out)
 
 
@@ -114,6 +121,13 @@ def _pair(v):
     return (v, v) if isinstance(v, int) else tuple(v)
 
 
+def _output_shape(conv, input):
+    n, _, h, w = input.shape
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = (_pair(v) for v in (conv.kernel_size, conv.stride, conv.padding,
+                                                                  conv.dilation))
+    return (n, conv.out_channels, (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1)
+
+
 def squeeze_excitation(block, input):
     """The whole SE block as one differentiable fused Function, else None."""
     act, known_act = _activation_name(block.activation)
@@ -132,3 +146,34 @@ def squeeze_excitation(block, input):
         return None
     return _SqueezeExcitationFunction.apply(input, fc1.weight, fc1.bias, fc2.weight, fc2.bias,
                                             activation=act, scale_activation=gate)
+
+
+def residual_block(block, input, stochastic_depth=None):
+    """``stochastic_depth(block(input)) + input`` with the add fused into the last convolution
+    (inference only: eval-mode stochastic depth is the identity), else None.
+
+    ``block`` must be a plain Sequential whose last layer is a ConvNormActivation; the earlier
+    layers run as usual. Used by the residual blocks of MobileNetV3 and EfficientNet.
+    """
+    from .container import Sequential
+    from .misc import ConvNormActivation
+
+    if type(block) is not Sequential or _hooked(block) or not isinstance(input, Tensor) or is_grad_enabled():
+        return None
+    if stochastic_depth is not None and (stochastic_depth.training or _hooked(stochastic_depth)):
+        return None
+    layers = tuple(block._modules.values())
+    if not layers or not isinstance(layers[-1], ConvNormActivation) or _hooked(layers[-1]):
+        return None
+    if type(layers[-1]).forward is not ConvNormActivation.forward:
+        return None
+    x = input
+    for layer in layers[:-1]:
+        x = layer(x)
+    out = conv_norm_activation(layers[-1], x, residual=input)
+    if out is None:
+        out = layers[-1](x)
+        if stochastic_depth is not None:
+            out = stochastic_depth(out)
+        out = out + input
+    return out

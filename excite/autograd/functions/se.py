@@ -13,10 +13,11 @@ class SqueezeExcitation(Function):
     def forward(self, x, w1, b1, w2, b2, activation="relu", scale_activation="sigmoid"):
         self.activations = (activation, scale_activation)
         self.has_bias = (b1 is not None, b2 is not None)
+        if not any(self.needs_input_grad):
+            return K.se_inference(x, w1, b1, w2, b2, activation, scale_activation)
         out, cache = K.se_forward(x, w1, b1, w2, b2, activation, scale_activation)
-        if any(self.needs_input_grad):
-            self.save_for_backward(x, w1, w2)
-            self.cache = cache
+        self.save_for_backward(x, w1, w2)
+        self.cache = cache
         return out
 
     def backward(self, g):

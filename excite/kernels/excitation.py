@@ -1,0 +1,63 @@
+"""Compiled Squeeze-and-Excitation inference: pool, both 1x1 layers, activations and the gate in one call.
+
+At batch 1 the block's arrays are small and a dozen NumPy calls cost more than the arithmetic;
+here the pooling, both layers (the compiled dot-product tiles of `gemm`, bias and activation in
+their epilogue) and the gate run in one call. Both memory layouts: channels-last
+pixels [N, P, C] or planes [N, C, P].
+"""
+import numpy as np
+from numba import prange
+
+from .activation_kinds import IDENTITY
+from .gemm import dot_block
+from .threads import kernel
+
+
+@kernel
+def se_inference(x, channels_last, w1, b1, w2, b2, kind1, kind2, out):
+    """out = x * act2(w2 @ act1(w1 @ mean(x) + b1) + b2) per image.
+
+    ``x`` and ``out`` are [N, P, C] (``channels_last``) or [N, C, P]; ``w1`` is [S, C], ``w2``
+    [C, S], ``b1`` [S], ``b2`` [C] (zeros for a layer without bias).
+    """
+    n_img = x.shape[0]
+    if channels_last:
+        pixels, ch = x.shape[1], x.shape[2]
+    else:
+        ch, pixels = x.shape[1], x.shape[2]
+    squeeze = w1.shape[0]
+    gates = np.empty((n_img, ch), dtype=x.dtype)
+    # one task per image; the copies inside dot_block then stay serial loops (numba would make
+    # each array expression outside a prange a parallel region of its own)
+    for n in prange(n_img):
+        pooled = np.empty((1, ch), dtype=x.dtype)
+        no_residual = np.empty((0, 0), dtype=x.dtype)
+        img = x[n]
+        if channels_last:
+            sums = np.zeros(ch, dtype=np.float64)
+            for p in range(pixels):
+                row = img[p]
+                for c in range(ch):
+                    sums[c] += row[c]
+            for c in range(ch):
+                pooled[0, c] = sums[c] / pixels
+        else:  # each plane dotted with a row of 1 / P: the mean, with vectorised partial sums
+            mean = np.full((1, pixels), 1.0 / pixels, dtype=x.dtype)
+            dot_block(img, mean, pooled.reshape(ch, 1), np.ones(1, dtype=x.dtype), np.zeros(1, dtype=x.dtype),
+                      no_residual, IDENTITY, 0, ch, 0, 1)
+        hidden = np.empty((1, squeeze), dtype=x.dtype)
+        dot_block(pooled, w1, hidden, np.ones(squeeze, dtype=x.dtype), b1, no_residual, kind1, 0, 1, 0, squeeze)
+        dot_block(hidden, w2, gates[n:n + 1], np.ones(ch, dtype=x.dtype), b2, no_residual, kind2, 0, 1, 0, ch)
+    rows = x.shape[1]
+    for t in prange(n_img * rows):
+        n = t // rows
+        src = x[n, t % rows]
+        dst = out[n, t % rows]
+        if channels_last:
+            g = gates[n]
+            for c in range(src.shape[0]):
+                dst[c] = src[c] * g[c]
+        else:
+            g = gates[n, t % rows]
+            for p in range(src.shape[0]):
+                dst[p] = src[p] * g

@@ -1,0 +1,379 @@
+"""Compiled matrix products for channels-last 1x1 convolutions, with the epilogue fused.
+
+``out[m, n] = act((a @ w.T)[m, n] * scale[n] + shift[n]) + residual[m, n]`` for ``a`` [M, K]
+(pixels by input channels) and the weight ``w`` [N, K]. NumPy's BLAS cannot fuse the batch norm,
+activation and residual add that follow a 1x1 convolution, and it picks its kernels by CPU name
+(on CPUs it does not know it falls back to older, narrower ones), so the inner loops are written
+here as LLVM IR with explicit SIMD vectors. Two micro-kernels:
+
+- `_broadcast_tile` (many rows): a tile of MR rows by two vectors of columns stays in registers for
+  the whole reduction over K; each step broadcasts one ``a`` value per row against two vectors
+  of the transposed weight ``b = w.T``. Fastest, but needs ``b`` (one small transpose per call).
+- `_dot_tile` (few rows, the late layers at batch 1, where the weight is larger than the
+  activations): 4 x 4 dot products vectorised along K, reading ``a`` and ``w`` as they are
+  (`_dot_row`, 1 x 16, for matrix-vector products).
+
+Every output is the same sum in the same order whatever the tiling and thread count, so results do
+not depend on EXCITE_NUM_THREADS.
+"""
+import numpy as np
+from llvmlite import ir
+from numba import prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from .elementwise import affine_activation_inplace
+from .threads import inline_helper, kernel
+
+VECTOR_BYTES = 64  # one AVX-512 register; LLVM splits the vectors on narrower machines
+MR = 6  # rows per broadcast tile (by two vectors of columns: 12 accumulators)
+DOT = 4  # the dot tile is DOT rows by DOT weight rows (16 accumulators)
+CHUNK_BYTES = 1 << 14  # rows of ``a`` a broadcast task sweeps across its panels at a time
+
+
+def panel_width(dtype):
+    """Columns per broadcast tile: two SIMD vectors of ``dtype``."""
+    return 2 * VECTOR_BYTES // np.dtype(dtype).itemsize
+
+
+# ----- LLVM IR building blocks ------------------------------------------------------------------
+class _Vectors:
+    """IR helpers for one element type: vector type, loads, splats, fused multiply-adds."""
+
+    def __init__(self, context, builder, dtype):
+        self.builder = builder
+        self.bits = dtype.bitwidth
+        self.lanes = VECTOR_BYTES * 8 // self.bits
+        self.elem = context.get_value_type(dtype)
+        self.vec = ir.VectorType(self.elem, self.lanes)
+        self.i32 = ir.IntType(32)
+        self.i64 = ir.IntType(64)
+        self.zero = ir.Constant(self.vec, [0.0] * self.lanes)
+        suffix = f"v{self.lanes}f{self.bits}"
+        module = builder.module
+        self._fma = cgutils.get_or_insert_function(module, ir.FunctionType(self.vec, [self.vec] * 3),
+                                                   f"llvm.fma.{suffix}")
+        mask = ir.VectorType(ir.IntType(1), self.lanes)
+        self._masked_load = cgutils.get_or_insert_function(
+            module, ir.FunctionType(self.vec, [self.vec.as_pointer(), self.i32, mask, self.vec]),
+            f"llvm.masked.load.{suffix}.p0")
+
+    def const(self, value):
+        return ir.Constant(self.i64, value)
+
+    def at(self, base, offset):
+        return self.builder.gep(base, [offset if isinstance(offset, ir.Value) else self.const(offset)])
+
+    def load(self, base, offset):
+        ptr = self.builder.bitcast(self.at(base, offset), self.vec.as_pointer())
+        return self.builder.load(ptr, align=self.bits // 8)
+
+    def load_first(self, base, offset, mask):
+        """The lanes of ``mask`` from memory, zeros elsewhere (nothing outside the mask is touched)."""
+        ptr = self.builder.bitcast(self.at(base, offset), self.vec.as_pointer())
+        return self.builder.call(self._masked_load, [ptr, ir.Constant(self.i32, self.bits // 8), mask, self.zero])
+
+    def store(self, value, base, offset):
+        ptr = self.builder.bitcast(self.at(base, offset), self.vec.as_pointer())
+        self.builder.store(value, ptr, align=self.bits // 8)
+
+    def shuffle(self, a, b, lanes):
+        return self.builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(self.i32, len(lanes)), lanes))
+
+    def splat(self, scalar, vec_type=None):
+        vec_type = vec_type or self.vec
+        undef = ir.Constant(vec_type, ir.Undefined)
+        first = self.builder.insert_element(undef, scalar, ir.Constant(self.i32, 0))
+        return self.shuffle(first, undef, [0] * self.lanes)
+
+    def fma(self, a, b, c):
+        return self.builder.call(self._fma, [a, b, c])
+
+
+def _data(context, builder, array_type, value):
+    return context.make_array(array_type)(context, builder, value).data
+
+
+def _counted_loop(builder, count, carried, body, name):
+    """``for step in range(count)`` carrying the values ``carried``; ``body(step, values)`` returns
+    the next values. Returns the values after the loop (``carried`` when count <= 0)."""
+    i64 = ir.IntType(64)
+    entry = builder.block
+    loop = builder.append_basic_block(f"{name}.loop")
+    done = builder.append_basic_block(f"{name}.done")
+    builder.cbranch(builder.icmp_signed(">", count, ir.Constant(i64, 0)), loop, done)
+    builder.position_at_end(loop)
+    step = builder.phi(i64)
+    step.add_incoming(ir.Constant(i64, 0), entry)
+    phis = []
+    for value in carried:
+        phi = builder.phi(value.type)
+        phi.add_incoming(value, entry)
+        phis.append(phi)
+    updated = body(step, phis)
+    next_step = builder.add(step, ir.Constant(i64, 1))
+    end = builder.block
+    step.add_incoming(next_step, end)
+    for phi, value in zip(phis, updated):
+        phi.add_incoming(value, end)
+    builder.cbranch(builder.icmp_signed("<", next_step, count), loop, done)
+    builder.position_at_end(done)
+    results = []
+    for start, value in zip(carried, updated):
+        phi = builder.phi(value.type)
+        phi.add_incoming(start, entry)
+        phi.add_incoming(value, end)
+        results.append(phi)
+    return results
+
+
+def _as_i64(builder, values):
+    i64 = ir.IntType(64)
+    return [builder.sext(v, i64) if v.type.width < 64 else v for v in values]
+
+
+# ----- the broadcast micro-kernel ---------------------------------------------------------------
+@intrinsic
+def _broadcast_tile(typingctx, a, a_off, lda, b, b_off, ldb, k, c, c_off, ldc):
+    """``c[c_off + i * ldc + j] = sum over kk < k of a[a_off + i * lda + kk] * b[b_off + kk * ldb + j]``
+    for i < MR, j < NR (two vectors): the 2 * MR accumulators stay in registers across kk."""
+    sig = types.void(a, a_off, lda, b, b_off, ldb, k, c, c_off, ldc)
+
+    def codegen(context, builder, signature, args):
+        v = _Vectors(context, builder, signature.args[0].dtype)
+        a_data = _data(context, builder, signature.args[0], args[0])
+        b_data = _data(context, builder, signature.args[3], args[3])
+        c_data = _data(context, builder, signature.args[7], args[7])
+        a_off, lda, b_off, ldb, count, c_off, ldc = _as_i64(builder, args[1:3] + args[4:7] + args[8:10])
+        a_rows = [v.at(a_data, builder.add(a_off, builder.mul(v.const(i), lda))) for i in range(MR)]
+        b_base = v.at(b_data, b_off)
+
+        def step(kk, accs):
+            b_row = v.at(b_base, builder.mul(kk, ldb))
+            b_vecs = [v.load(b_row, j * v.lanes) for j in range(2)]
+            out = []
+            for i in range(MR):
+                a_val = v.splat(builder.load(v.at(a_rows[i], kk)))
+                out += [v.fma(a_val, b_vecs[j], accs[2 * i + j]) for j in range(2)]
+            return out
+
+        final = _counted_loop(builder, count, [v.zero] * (2 * MR), step, "tile")
+        for i in range(MR):
+            row = v.at(c_data, builder.add(c_off, builder.mul(v.const(i), ldc)))
+            for j in range(2):
+                v.store(final[2 * i + j], row, j * v.lanes)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+# ----- the dot-product micro-kernel -------------------------------------------------------------
+def _folding_plan(count, lanes):
+    """Shuffle masks that sum ``count`` vectors pairwise into count / lanes vectors of totals,
+    and which source vector each final lane holds (the folding permutes them)."""
+    labels = [[src] * lanes for src in range(count)]
+    levels = []
+    group = lanes
+    while group > 1 and len(labels) > 1:
+        half = group // 2
+        lo, hi = [], []
+        for q in range(lanes // group):
+            lo += [q * group + t for t in range(half)] + [lanes + q * group + t for t in range(half)]
+            hi += [q * group + half + t for t in range(half)] + [lanes + q * group + half + t for t in range(half)]
+        labels = [[(x + y)[i] for i in lo] for x, y in zip(labels[0::2], labels[1::2])]
+        levels.append((lo, hi))
+        group = half
+    order = [src for vec in labels for src in vec]
+    assert sorted(order) == list(range(count)) and len(labels) <= 2
+    return levels, order
+
+
+def _dot_tile_intrinsic(rows, cols):
+    """``tile(a, a_off, lda, w, w_off, ldw, k, c, c_off, ldc)``: ``c[c_off + i * ldc + j] = sum over
+    kk < k of a[a_off + i * lda + kk] * w[w_off + j * ldw + kk]`` for i < rows, j < cols: per
+    accumulator, lane-wise partial sums over K (the tail through masked loads), folded into totals
+    at the end (the same order for every shape, so the two tile shapes give identical sums)."""
+
+    @intrinsic
+    def tile(typingctx, a, a_off, lda, w, w_off, ldw, k, c, c_off, ldc):
+        sig = types.void(a, a_off, lda, w, w_off, ldw, k, c, c_off, ldc)
+
+        def codegen(context, builder, signature, args):
+            v = _Vectors(context, builder, signature.args[0].dtype)
+            a_data = _data(context, builder, signature.args[0], args[0])
+            w_data = _data(context, builder, signature.args[3], args[3])
+            c_data = _data(context, builder, signature.args[7], args[7])
+            a_off, lda, w_off, ldw, count, c_off, ldc = _as_i64(builder, args[1:3] + args[4:7] + args[8:10])
+            a_rows = [v.at(a_data, builder.add(a_off, builder.mul(v.const(i), lda))) for i in range(rows)]
+            w_rows = [v.at(w_data, builder.add(w_off, builder.mul(v.const(j), ldw))) for j in range(cols)]
+            full = builder.sdiv(count, v.const(v.lanes))
+
+            def multiply_add(accs, load):
+                a_vecs = [load(row) for row in a_rows]
+                w_vecs = [load(row) for row in w_rows]
+                return [v.fma(a_vecs[i], w_vecs[j], accs[i * cols + j]) for i in range(rows) for j in range(cols)]
+
+            def step(s, accs):
+                offset = builder.mul(s, v.const(v.lanes))
+                return multiply_add(accs, lambda row: v.load(row, offset))
+
+            accs = _counted_loop(builder, full, [v.zero] * (rows * cols), step, "dot")
+            tail_start = builder.mul(full, v.const(v.lanes))
+            lane_index = ir.Constant(ir.VectorType(v.i64, v.lanes), list(range(v.lanes)))
+            tail = v.splat(builder.sub(count, tail_start), ir.VectorType(v.i64, v.lanes))
+            mask = builder.icmp_signed("<", lane_index, tail)
+            accs = multiply_add(accs, lambda row: v.load_first(row, tail_start, mask))
+
+            levels, order = _folding_plan(rows * cols, v.lanes)
+            for lo, hi in levels:
+                accs = [builder.fadd(v.shuffle(x, y, lo), v.shuffle(x, y, hi)) for x, y in zip(accs[0::2], accs[1::2])]
+            second = accs[1] if len(accs) == 2 else ir.Constant(v.vec, ir.Undefined)
+            row_type = ir.VectorType(v.elem, cols)
+            for i in range(rows):
+                row = v.shuffle(accs[0], second, [order.index(i * cols + j) for j in range(cols)])
+                ptr = v.at(c_data, builder.add(c_off, builder.mul(v.const(i), ldc)))
+                builder.store(row, builder.bitcast(ptr, row_type.as_pointer()), align=v.bits // 8)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return tile
+
+
+_dot_tile = _dot_tile_intrinsic(DOT, DOT)
+_dot_row = _dot_tile_intrinsic(1, DOT * DOT)  # one row against 16 weight rows: matrix-vector products
+_dot_column = _dot_tile_intrinsic(DOT * DOT, 1)  # 16 rows against one weight row
+
+
+# ----- drivers ----------------------------------------------------------------------------------
+@inline_helper
+def _epilogue(out, r0, r1, c0, c1, scale, shift, residual, kind):
+    """out[r, c0:c1] = act(out[r, c0:c1] * scale + shift) (+ residual unless it is empty), rows r0..r1."""
+    sc = scale[c0:c1]
+    sh = shift[c0:c1]
+    for r in range(r0, r1):
+        dst = out[r, c0:c1]
+        affine_activation_inplace(dst, sc, sh, kind)
+        if residual.shape[0]:
+            res = residual[r, c0:c1]
+            for j in range(c1 - c0):
+                dst[j] += res[j]
+
+
+@kernel
+def matmul_broadcast(a, b, out, scale, shift, residual, kind, row_block, panel_group):
+    """``out = act(a @ b * scale + shift) + residual`` with the broadcast tile; ``b`` = w.T [K, N].
+
+    ``a`` [M, K], ``b`` and ``out`` [M, N] are C-contiguous; ``residual`` is [M, N] or [0, 0].
+    Tasks are blocks of ``row_block`` rows by groups of ``panel_group`` panels of NR columns; a
+    task sweeps a chunk of rows (kept in L1) across its panels, then applies the epilogue to it.
+    """
+    m, k = a.shape
+    n = b.shape[1]
+    nr = 2 * VECTOR_BYTES // a.itemsize
+    panels = (n + nr - 1) // nr
+    row_blocks = (m + row_block - 1) // row_block
+    groups = (panels + panel_group - 1) // panel_group
+    chunk = max(1, CHUNK_BYTES // (k * a.itemsize * MR)) * MR
+    for task in prange(row_blocks * groups):
+        r0 = (task // groups) * row_block
+        r1 = min(m, r0 + row_block)
+        p0 = (task % groups) * panel_group
+        p1 = min(panels, p0 + panel_group)
+        # edge tiles (rows past the end, columns past the last panel) go through zero-padded copies
+        tile = np.empty((MR, nr), dtype=a.dtype)
+        rows_pad = np.zeros((MR, k), dtype=a.dtype)
+        edge = np.zeros((k, nr), dtype=a.dtype)
+        if n % nr:
+            edge[:, :n % nr] = b[:, (panels - 1) * nr:]
+        for c0 in range(r0, r1, chunk):
+            c1 = min(r1, c0 + chunk)
+            for p in range(p0, p1):
+                col = p * nr
+                width = min(nr, n - col)
+                for r in range(c0, c1, MR):
+                    count = min(MR, c1 - r)
+                    src, src_off = a, r * k
+                    if count < MR:
+                        rows_pad[:count] = a[r:r + count]
+                        src, src_off = rows_pad, 0
+                    if width == nr and count == MR:
+                        _broadcast_tile(src, src_off, k, b, col, n, k, out, r * n + col, n)
+                    else:
+                        panel, panel_off, ldb = (b, col, n) if width == nr else (edge, 0, nr)
+                        _broadcast_tile(src, src_off, k, panel, panel_off, ldb, k, tile, 0, nr)
+                        out[r:r + count, col:col + width] = tile[:count, :width]
+            _epilogue(out, c0, c1, p0 * nr, min(n, p1 * nr), scale, shift, residual, kind)
+
+
+@inline_helper
+def dot_block(a, w, out, scale, shift, residual, kind, r0, r1, n0, n1):
+    """Rows r0..r1 by columns n0..n1 of ``out = act(a @ w.T * scale + shift) + residual`` (serial).
+
+    Blocks of DOT rows and columns or more use DOT x DOT tiles; fewer rows, one row by 16 columns
+    at a time; fewer columns, 16 rows by one column.
+    """
+    k = a.shape[1]
+    n = w.shape[0]
+    tile_rows, tile_cols = DOT, DOT
+    if r1 - r0 < DOT:
+        tile_rows, tile_cols = 1, DOT * DOT
+    elif n1 - n0 < DOT:
+        tile_rows, tile_cols = DOT * DOT, 1
+    tile = np.empty((tile_rows, tile_cols), dtype=a.dtype)
+    # edge tiles read zero-padded copies of the last rows / columns, made once
+    rows_pad = np.zeros((tile_rows, k), dtype=a.dtype)
+    cols_pad = np.zeros((tile_cols, k), dtype=a.dtype)
+    last_rows = r1 - (r1 - r0) % tile_rows
+    rows_pad[:r1 - last_rows] = a[last_rows:r1]
+    last_cols = n1 - (n1 - n0) % tile_cols
+    cols_pad[:n1 - last_cols] = w[last_cols:n1]
+    for c in range(n0, n1, tile_cols):
+        width = min(tile_cols, n1 - c)
+        cols, cols_off = (w, c * k) if width == tile_cols else (cols_pad, 0)
+        for r in range(r0, r1, tile_rows):
+            count = min(tile_rows, r1 - r)
+            rows, rows_off = (a, r * k) if count == tile_rows else (rows_pad, 0)
+            full = count == tile_rows and width == tile_cols
+            dst, dst_off, ldc = (out, r * n + c, n) if full else (tile, 0, tile_cols)
+            if tile_rows == tile_cols:
+                _dot_tile(rows, rows_off, k, cols, cols_off, k, k, dst, dst_off, ldc)
+            elif tile_rows == 1:
+                _dot_row(rows, rows_off, k, cols, cols_off, k, k, dst, dst_off, ldc)
+            else:
+                _dot_column(rows, rows_off, k, cols, cols_off, k, k, dst, dst_off, ldc)
+            if not full:
+                out[r:r + count, c:c + width] = tile[:count, :width]
+    _epilogue(out, r0, r1, n0, n1, scale, shift, residual, kind)
+
+
+@kernel
+def matmul_dot(a, w, out, scale, shift, residual, kind, row_block, col_group):
+    """``out = act(a @ w.T * scale + shift) + residual`` with the dot tile; ``w`` [N, K] as stored.
+
+    Tasks are blocks of ``row_block`` rows by groups of ``col_group`` columns (a multiple of DOT).
+    """
+    m = a.shape[0]
+    n = w.shape[0]
+    row_blocks = (m + row_block - 1) // row_block
+    groups = (n + col_group - 1) // col_group
+    for task in prange(row_blocks * groups):
+        r0 = (task // groups) * row_block
+        n0 = (task % groups) * col_group
+        dot_block(a, w, out, scale, shift, residual, kind, r0, min(m, r0 + row_block), n0, min(n, n0 + col_group))
+
+
+@kernel
+def transpose(src, dst):
+    """dst[j, i] = src[i, j] for C-contiguous 2-D arrays, in 16 x 16 blocks."""
+    rows, cols = src.shape
+    blocks = (cols + 15) // 16
+    for bj in prange(blocks):
+        j0 = bj * 16
+        j1 = min(cols, j0 + 16)
+        for i0 in range(0, rows, 16):
+            i1 = min(rows, i0 + 16)
+            for j in range(j0, j1):
+                d = dst[j]
+                for i in range(i0, i1):
+                    d[i] = src[i, j]

@@ -1,0 +1,107 @@
+"""The compiled matrix products behind 1x1 convolutions (`excite.kernels.gemm` via `pointwise`) against
+a float64 NumPy reference: both micro-kernels, odd shapes (edge tiles in rows, columns and depth),
+every activation, the residual, float32 and float64; results must not depend on the task split."""
+import numpy as np
+import pytest
+
+from excite.kernels import gemm, pointwise
+from excite.kernels.activation_kinds import KINDS
+from oracle import assert_close
+
+TOL = {np.float32: dict(rtol=1e-5, atol=1e-5), np.float64: dict(rtol=1e-12, atol=1e-12)}
+ACTIVATIONS = {
+    None: lambda z: z,
+    "relu": lambda z: np.maximum(z, 0),
+    "relu6": lambda z: np.clip(z, 0, 6),
+    "hardswish": lambda z: z * np.clip(z + 3, 0, 6) / 6,
+    "hardsigmoid": lambda z: np.clip(z + 3, 0, 6) / 6,
+    "silu": lambda z: z / (1 + np.exp(-z)),
+    "sigmoid": lambda z: 1 / (1 + np.exp(-z)),
+}
+# (M, K, N): single rows and columns, fewer rows than a tile, depths not a multiple of a vector,
+# columns not a multiple of a panel, and the shapes of real networks at batch 1
+SHAPES = [(1, 1, 1), (1, 7, 5), (3, 1, 2), (5, 3, 40), (6, 16, 32), (13, 24, 72), (31, 100, 7), (200, 17, 33),
+          (49, 1152, 192), (196, 80, 480), (300, 40, 24)]
+
+
+def _operands(m, k, n, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    a, w = rng.standard_normal((m, k)).astype(dtype), rng.standard_normal((n, k)).astype(dtype)
+    scale, shift = rng.uniform(0.5, 1.5, n).astype(dtype), rng.standard_normal(n).astype(dtype)
+    return a, w, scale, shift, rng.standard_normal((m, n)).astype(dtype)
+
+
+def _expected(a, w, scale, shift, activation, residual=None):
+    z = (a.astype(np.float64) @ w.T.astype(np.float64)) * scale + shift
+    z = ACTIVATIONS[activation](z)
+    return z if residual is None else z + residual
+
+
+def _broadcast(a, w, scale, shift, residual, kind, row_block, panel_group):
+    b = np.empty((w.shape[1], w.shape[0]), a.dtype)
+    gemm.transpose(w, b)
+    out = np.empty((a.shape[0], w.shape[0]), a.dtype)
+    gemm.matmul_broadcast(a, b, out, scale, shift, residual, kind, row_block, panel_group)
+    return out
+
+
+def _dot(a, w, scale, shift, residual, kind, row_block, col_group):
+    out = np.empty((a.shape[0], w.shape[0]), a.dtype)
+    gemm.matmul_dot(a, w, out, scale, shift, residual, kind, row_block, col_group)
+    return out
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_both_micro_kernels_match_the_reference_for_any_task_split(shape, dtype):
+    m, k, n = shape
+    a, w, scale, shift, residual = _operands(m, k, n, dtype)
+    no_residual = np.empty((0, 0), dtype)
+    for activation in ("silu", None):
+        kind = KINDS[activation]
+        expected = _expected(a, w, scale, shift, activation, residual)
+        results = []
+        for row_block, group in ((1, 1), (7, 2), (m, 1000)):
+            for run in (_broadcast, _dot):
+                out = run(a, w, scale, shift, residual, kind, row_block, group)
+                assert_close(out, expected, f"{run.__name__} {shape} blocks {row_block}x{group}", **TOL[dtype])
+                results.append((run.__name__, out))
+        for name, out in results:  # one fixed sum per output, whatever the tiling: bit-identical
+            same = [o for r, o in results if r == name]
+            assert all(np.array_equal(out, o) for o in same), f"{name} results depend on the task split"
+        plain = _dot(a, w, scale, shift, no_residual, kind, m, 1000)
+        assert_close(plain, _expected(a, w, scale, shift, activation), f"no residual {shape}", **TOL[dtype])
+
+
+@pytest.mark.parametrize("activation", list(ACTIVATIONS))
+def test_pointwise_applies_every_activation_after_the_affine_map(activation):
+    for m, k, n in ((7, 24, 40), (300, 16, 96), (49, 96, 24)):
+        a, w, scale, shift, residual = _operands(m, k, n, np.float32, seed=m)
+        out = pointwise.pointwise(a, w, scale, shift, KINDS[activation])
+        assert_close(out, _expected(a, w, scale, shift, activation), f"{activation} {(m, k, n)}", **TOL[np.float32])
+        out = pointwise.pointwise(a, w.reshape(n, k, 1, 1), scale, shift, KINDS[activation], residual)
+        assert_close(out, _expected(a, w, scale, shift, activation, residual), f"{activation} + residual",
+                     **TOL[np.float32])
+
+
+def test_pointwise_defaults_to_a_plain_product():
+    a, w, *_ = _operands(260, 40, 24, np.float64)
+    assert_close(pointwise.pointwise(a, w), a @ w.T, "a @ w.T", **TOL[np.float64])
+
+
+def test_non_finite_values_propagate():
+    a, w, scale, shift, _ = _operands(12, 20, 8, np.float32)
+    a[3, 5] = np.nan
+    a[7, 2] = np.inf
+    out = pointwise.pointwise(a, w, scale, shift)
+    assert np.isnan(out[3]).all() and not np.isfinite(out[7]).any()
+    assert np.isfinite(np.delete(out, [3, 7], axis=0)).all()
+
+
+def test_transpose_of_odd_shapes():
+    rng = np.random.default_rng(5)
+    for shape in ((1, 1), (17, 3), (5, 33), (40, 40)):
+        src = rng.standard_normal(shape)
+        dst = np.empty(shape[::-1])
+        gemm.transpose(src, dst)
+        assert np.array_equal(dst, src.T)
