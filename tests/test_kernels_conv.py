@@ -69,6 +69,9 @@ CASES = {
     "pointwise_padded": (1, 3, 5, 5, 2, (1, 1), (1, 1), (1, 1), (1, 1), 1),
     "stem_3x3_s2": (2, 3, 17, 15, 8, (3, 3), (2, 2), (1, 1), (1, 1), 1),
     "dense_5x3_dilated": (1, 4, 12, 11, 5, (5, 3), (1, 2), (2, 0), (2, 1), 1),
+    # wide enough for the compiled implicit product: odd output channels (a partial panel), dilation
+    "dense_3x3_wide": (2, 5, 9, 13, 37, (3, 3), (1, 1), (1, 1), (1, 1), 1),
+    "dense_5x3_dilated_wide": (1, 4, 14, 20, 5, (5, 3), (1, 2), (2, 0), (2, 1), 1),
     "depthwise_3x3": (2, 7, 9, 10, 7, (3, 3), (1, 1), (1, 1), (1, 1), 7),
     "depthwise_3x3_s2_odd": (1, 16, 15, 13, 16, (3, 3), (2, 2), (1, 1), (1, 1), 16),
     "depthwise_5x5_s2": (3, 5, 11, 12, 5, (5, 5), (2, 2), (2, 2), (1, 1), 5),
@@ -131,8 +134,9 @@ def test_dense_and_depthwise_outputs_are_channels_last(case):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("activation", [None, "relu", "relu6", "hardswish", "hardsigmoid", "silu", "sigmoid"])
-@pytest.mark.parametrize("case", ["pointwise", "pointwise_strided", "stem_3x3_s2", "depthwise_3x3_s2_odd",
-                                  "depthwise_5x5_s2", "depthwise_7x7", "depthwise_multiplier_2", "grouped_2"])
+@pytest.mark.parametrize("case", ["pointwise", "pointwise_strided", "stem_3x3_s2", "dense_3x3_wide",
+                                  "dense_5x3_dilated", "depthwise_3x3_s2_odd", "depthwise_5x5_s2", "depthwise_7x7",
+                                  "depthwise_multiplier_2", "grouped_2"])
 def test_fused_inference_equals_conv_then_batch_norm_then_activation(case, activation, dtype):
     x, w, b, stride, padding, dilation, groups = _arrays(case, dtype)
     rng = np.random.default_rng(2)

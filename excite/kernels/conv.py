@@ -218,8 +218,12 @@ def _dense_weight_matrix(w):
     return w.transpose(0, 2, 3, 1).reshape(w.shape[0], -1)
 
 
-def _dense_forward(x, w, stride, padding, dilation, oh, ow):
+def _dense_forward(x, w, stride, padding, dilation, oh, ow, scale=None, shift=None, kind=IDENTITY):
+    """[N, OH, OW, O] = act(conv * scale + shift); the epilogue only where the compiled implicit
+    product runs (callers check `implicit_dense_applies`)."""
     o, c, kh, kw = w.shape
+    if implicit_dense_applies(x, w):
+        return _dense_implicit(x, w, stride, padding, dilation, oh, ow, scale, shift, kind)
     if not is_channels_last(x):
         return _dense_forward_planar(x, w, stride, padding, dilation, oh, ow)
     xp = _padded_nhwc(x, padding)
@@ -227,6 +231,35 @@ def _dense_forward(x, w, stride, padding, dilation, oh, ow):
     out = np.empty((x.shape[0], oh, ow, o), dtype=x.dtype)
     for i in range(x.shape[0]):
         matmul(_columns(xp[i], kh, kw, oh, ow, stride, dilation), wm, out=out[i].reshape(oh * ow, o))
+    return out
+
+
+def implicit_dense_applies(x, w):
+    return pointwise.supported(x, w)
+
+
+def _dense_implicit(x, w, stride, padding, dilation, oh, ow, scale, shift, kind):
+    """The compiled implicit matrix product: no im2col copy, the taps gathered from a zero-padded
+    copy of the input in its own layout (channels-last, or NCHW for the stem)."""
+    n, c, h, wd = x.shape
+    o, _, kh, kw = w.shape
+    ph, pw = padding
+    if is_channels_last(x):
+        xp = np.pad(nhwc(x), ((0, 0), (ph, ph), (pw, pw), (0, 0)))
+        sn, sh, sw, sc = (v // x.itemsize for v in xp.strides)
+    else:
+        xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+        sn, sc, sh, sw = (v // x.itemsize for v in xp.strides)
+    taps = (np.arange(c)[:, None, None] * sc + np.arange(kh)[None, :, None] * (dilation[0] * sh)
+            + np.arange(kw)[None, None, :] * (dilation[1] * sw))
+    b = np.empty((c * kh * kw, o), x.dtype)
+    gemm = pointwise.gemm
+    gemm.transpose(np.ascontiguousarray(w.reshape(o, -1)), b, work_ns=b.size)
+    out = np.empty((n, oh, ow, o), x.dtype)
+    scale = np.ones(o, x.dtype) if scale is None else np.ascontiguousarray(scale, dtype=x.dtype)
+    shift = np.zeros(o, x.dtype) if shift is None else np.ascontiguousarray(shift, dtype=x.dtype)
+    gemm.conv_dense(xp.reshape(-1), taps.reshape(-1).astype(np.int64), b, out, scale, shift, kind, sn,
+                    stride[0] * sh, stride[1] * sw, work_ns=out.size * c * kh * kw * pointwise.NS_PER_MADD)
     return out
 
 

@@ -140,12 +140,49 @@ def map_activation_grad(grad, saved, dst, kind):
         _map_grad(grad, saved, dst, IDENTITY)
 
 
+@inline_helper
+def _affine_block(rows, r0, r1, c0, c1, scale, shift, kind):
+    sc = scale[c0:c1]
+    sh = shift[c0:c1]
+    for r in range(r0, r1):
+        row = rows[r, c0:c1]
+        # indices from 0: numba drops its negative-index wraparound, which would block vectorising
+        for c in range(row.shape[0]):
+            row[c] = activate(row[c] * sc[c] + sh[c], kind)
+
+
+@inline_helper
+def affine_activation_block(rows, r0, r1, c0, c1, scale, shift, kind):
+    """rows[r, c] = act(rows[r, c] * scale[c] + shift[c]) for r0 <= r < r1, c0 <= c < c1 of a
+    C-contiguous 2-D ``rows``, in place; one branch on the kind for the whole block (short rows
+    would otherwise pay it per row)."""
+    if kind == RELU:
+        _affine_block(rows, r0, r1, c0, c1, scale, shift, RELU)
+    elif kind == RELU6:
+        _affine_block(rows, r0, r1, c0, c1, scale, shift, RELU6)
+    elif kind == SIGMOID:
+        _affine_block(rows, r0, r1, c0, c1, scale, shift, SIGMOID)
+    elif kind == HARDSIGMOID:
+        _affine_block(rows, r0, r1, c0, c1, scale, shift, HARDSIGMOID)
+    elif kind == HARDSWISH:
+        _affine_block(rows, r0, r1, c0, c1, scale, shift, HARDSWISH)
+    elif kind == SILU:
+        _affine_block(rows, r0, r1, c0, c1, scale, shift, SILU)
+    else:
+        _affine_block(rows, r0, r1, c0, c1, scale, shift, IDENTITY)
+
+
+@inline_helper
+def affine_activation_rows(rows, scale, shift, kind):
+    """rows[r] = act(rows[r] * scale + shift) for a C-contiguous 2-D ``rows``, in place."""
+    affine_activation_block(rows, 0, rows.shape[0], 0, rows.shape[1], scale, shift, kind)
+
+
 @helper
 def epilogue_rows(rows, scale, shift, kind):
     """rows[r] = act(rows[r] * scale + shift) (an empty ``scale`` means act alone), in place; serial."""
     if scale.size:
-        for r in range(rows.shape[0]):
-            affine_activation_inplace(rows[r], scale, shift, kind)
+        affine_activation_rows(rows, scale, shift, kind)
     else:
         for r in range(rows.shape[0]):
             map_activation_inplace(rows[r], kind)

@@ -59,6 +59,7 @@ def conv_bn_act_inference(x, w, conv_bias, stride, padding, dilation, groups, no
     ow = C.output_size(wd, kw, stride[1], padding[1], dilation[1])
     scale, shift = inference_affine(norm, conv_bias, o, dtype)
     pointwise_fused = kh == kw == 1 and padding == (0, 0) and groups == 1 and pointwise.supported(x, w)
+    dense_fused = groups == 1 and not pointwise_fused and C.implicit_dense_applies(x, w)
     if pointwise_fused and residual is not None:
         if residual.shape != (n, o, oh, ow):
             raise ValueError(f"residual must have the output's shape {(n, o, oh, ow)}, got {residual.shape}")
@@ -66,6 +67,8 @@ def conv_bn_act_inference(x, w, conv_bias, stride, padding, dilation, groups, no
         return from_nhwc(C._pointwise_forward(x, w, stride, scale, shift, kind, rows))
     if pointwise_fused:
         out = from_nhwc(C._pointwise_forward(x, w, stride, scale, shift, kind))
+    elif dense_fused:
+        out = from_nhwc(C._dense_implicit(x, w, stride, padding, dilation, oh, ow, scale, shift, kind))
     elif C._is_depthwise(c, w.shape, groups):
         out = C._depthwise_forward(x, w, None, stride, padding, dilation, oh, ow, scale, shift, kind)
     elif groups != 1:

@@ -22,8 +22,8 @@ from numba import prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .elementwise import affine_activation_inplace
-from .threads import inline_helper, kernel
+from .elementwise import affine_activation_block
+from .threads import helper, inline_helper, kernel
 
 VECTOR_BYTES = 64  # one AVX-512 register; LLVM splits the vectors on narrower machines
 MR = 6  # rows per broadcast tile (by two vectors of columns: 12 accumulators)
@@ -57,6 +57,9 @@ class _Vectors:
         self._masked_load = cgutils.get_or_insert_function(
             module, ir.FunctionType(self.vec, [self.vec.as_pointer(), self.i32, mask, self.vec]),
             f"llvm.masked.load.{suffix}.p0")
+        self._masked_store = cgutils.get_or_insert_function(
+            module, ir.FunctionType(ir.VoidType(), [self.vec, self.vec.as_pointer(), self.i32, mask]),
+            f"llvm.masked.store.{suffix}.p0")
 
     def const(self, value):
         return ir.Constant(self.i64, value)
@@ -72,6 +75,15 @@ class _Vectors:
         """The lanes of ``mask`` from memory, zeros elsewhere (nothing outside the mask is touched)."""
         ptr = self.builder.bitcast(self.at(base, offset), self.vec.as_pointer())
         return self.builder.call(self._masked_load, [ptr, ir.Constant(self.i32, self.bits // 8), mask, self.zero])
+
+    def store_masked(self, value, base, offset, mask):
+        ptr = self.builder.bitcast(self.at(base, offset), self.vec.as_pointer())
+        self.builder.call(self._masked_store, [value, ptr, ir.Constant(self.i32, self.bits // 8), mask])
+
+    def lanes_below(self, limit, first=0):
+        """The mask of lanes first + t < limit (``limit`` an i64 value)."""
+        index = ir.Constant(ir.VectorType(self.i64, self.lanes), list(range(first, first + self.lanes)))
+        return self.builder.icmp_signed("<", index, self.splat(limit, ir.VectorType(self.i64, self.lanes)))
 
     def store(self, value, base, offset):
         ptr = self.builder.bitcast(self.at(base, offset), self.vec.as_pointer())
@@ -133,38 +145,75 @@ def _as_i64(builder, values):
 
 
 # ----- the broadcast micro-kernel ---------------------------------------------------------------
-@intrinsic
-def _broadcast_tile(typingctx, a, a_off, lda, b, b_off, ldb, k, c, c_off, ldc):
-    """``c[c_off + i * ldc + j] = sum over kk < k of a[a_off + i * lda + kk] * b[b_off + kk * ldb + j]``
-    for i < MR, j < NR (two vectors): the 2 * MR accumulators stay in registers across kk."""
-    sig = types.void(a, a_off, lda, b, b_off, ldb, k, c, c_off, ldc)
+def _broadcast_tile_intrinsic(gathered):
+    """``tile(a, a_off, lda, b, b_off, ldb, k, c, c_off, ldc, rows, width[, koff])``:
+    ``c[c_off + i * ldc + j] = sum over kk < k of A(i, kk) * b[b_off + kk * ldb + j]`` for
+    i < rows <= MR, j < width <= NR (two vectors), where A(i, kk) is ``a[a_off + i * lda + kk]``, or
+    ``a[a_off + i * lda + koff[kk]]`` when ``gathered`` (an implicit im2col: ``koff`` holds each
+    tap's offset in the padded input). The 2 * MR accumulators stay in registers across kk; the
+    loads of ``b`` and the stores of ``c`` are masked to ``width`` columns, rows past ``rows``
+    repeat the last one and are not stored, so edge tiles need no padded copies."""
 
     def codegen(context, builder, signature, args):
         v = _Vectors(context, builder, signature.args[0].dtype)
         a_data = _data(context, builder, signature.args[0], args[0])
         b_data = _data(context, builder, signature.args[3], args[3])
         c_data = _data(context, builder, signature.args[7], args[7])
-        a_off, lda, b_off, ldb, count, c_off, ldc = _as_i64(builder, args[1:3] + args[4:7] + args[8:10])
-        a_rows = [v.at(a_data, builder.add(a_off, builder.mul(v.const(i), lda))) for i in range(MR)]
-        b_base = v.at(b_data, b_off)
-
-        def step(kk, accs):
-            b_row = v.at(b_base, builder.mul(kk, ldb))
-            b_vecs = [v.load(b_row, j * v.lanes) for j in range(2)]
-            out = []
-            for i in range(MR):
-                a_val = v.splat(builder.load(v.at(a_rows[i], kk)))
-                out += [v.fma(a_val, b_vecs[j], accs[2 * i + j]) for j in range(2)]
-            return out
-
-        final = _counted_loop(builder, count, [v.zero] * (2 * MR), step, "tile")
+        a_off, lda, b_off, ldb, count, c_off, ldc, rows, width = _as_i64(builder, args[1:3] + args[4:7] + args[8:12])
+        koff_data = _data(context, builder, signature.args[12], args[12]) if gathered else None
+        last = builder.sub(rows, v.const(1))
+        a_rows = []
         for i in range(MR):
-            row = v.at(c_data, builder.add(c_off, builder.mul(v.const(i), ldc)))
-            for j in range(2):
-                v.store(final[2 * i + j], row, j * v.lanes)
+            row = builder.select(builder.icmp_signed("<", v.const(i), rows), v.const(i), last)
+            a_rows.append(v.at(a_data, builder.add(a_off, builder.mul(row, lda))))
+        b_base = v.at(b_data, b_off)
+        masks = [v.lanes_below(width, j * v.lanes) for j in range(2)]
+        none = ir.Constant(masks[0].type, [0] * v.lanes)
+
+        def emit(masked):
+            def step(kk, accs):
+                b_row = v.at(b_base, builder.mul(kk, ldb))
+                b_vecs = [v.load_first(b_row, j * v.lanes, masks[j]) if masked else v.load(b_row, j * v.lanes)
+                          for j in range(2)]
+                offset = _as_i64(builder, [builder.load(v.at(koff_data, kk))])[0] if gathered else kk
+                out = []
+                for i in range(MR):
+                    a_val = v.splat(builder.load(v.at(a_rows[i], offset)))
+                    out += [v.fma(a_val, b_vecs[j], accs[2 * i + j]) for j in range(2)]
+                return out
+
+            final = _counted_loop(builder, count, [v.zero] * (2 * MR), step, "masked" if masked else "tile")
+            for i in range(MR):
+                row = v.at(c_data, builder.add(c_off, builder.mul(v.const(i), ldc)))
+                keep = builder.icmp_signed("<", v.const(i), rows)
+                for j in range(2):
+                    if masked:
+                        v.store_masked(final[2 * i + j], row, j * v.lanes, builder.select(keep, masks[j], none))
+                    else:
+                        v.store(final[2 * i + j], row, j * v.lanes)
+
+        # full tiles take plain loads and stores (masked ones cost more on some CPUs)
+        full = builder.and_(builder.icmp_signed("==", rows, v.const(MR)), builder.icmp_signed("==", width, v.const(2 * v.lanes)))
+        with builder.if_else(full) as (then, otherwise):
+            with then:
+                emit(False)
+            with otherwise:
+                emit(True)
         return context.get_dummy_value()
 
-    return sig, codegen
+    if gathered:
+        @intrinsic
+        def tile(typingctx, a, a_off, lda, b, b_off, ldb, k, c, c_off, ldc, rows, width, koff):
+            return types.void(a, a_off, lda, b, b_off, ldb, k, c, c_off, ldc, rows, width, koff), codegen
+    else:
+        @intrinsic
+        def tile(typingctx, a, a_off, lda, b, b_off, ldb, k, c, c_off, ldc, rows, width):
+            return types.void(a, a_off, lda, b, b_off, ldb, k, c, c_off, ldc, rows, width), codegen
+    return tile
+
+
+_broadcast_tile = _broadcast_tile_intrinsic(False)
+_gathered_tile = _broadcast_tile_intrinsic(True)
 
 
 # ----- the dot-product micro-kernel -------------------------------------------------------------
@@ -246,15 +295,13 @@ _dot_column = _dot_tile_intrinsic(DOT * DOT, 1)  # 16 rows against one weight ro
 
 
 # ----- drivers ----------------------------------------------------------------------------------
-@inline_helper
+@helper
 def _epilogue(out, r0, r1, c0, c1, scale, shift, residual, kind):
     """out[r, c0:c1] = act(out[r, c0:c1] * scale + shift) (+ residual unless it is empty), rows r0..r1."""
-    sc = scale[c0:c1]
-    sh = shift[c0:c1]
-    for r in range(r0, r1):
-        dst = out[r, c0:c1]
-        affine_activation_inplace(dst, sc, sh, kind)
-        if residual.shape[0]:
+    affine_activation_block(out, r0, r1, c0, c1, scale, shift, kind)
+    if residual.shape[0]:
+        for r in range(r0, r1):
+            dst = out[r, c0:c1]
             res = residual[r, c0:c1]
             for j in range(c1 - c0):
                 dst[j] += res[j]
@@ -280,29 +327,13 @@ def matmul_broadcast(a, b, out, scale, shift, residual, kind, row_block, panel_g
         r1 = min(m, r0 + row_block)
         p0 = (task % groups) * panel_group
         p1 = min(panels, p0 + panel_group)
-        # edge tiles (rows past the end, columns past the last panel) go through zero-padded copies
-        tile = np.empty((MR, nr), dtype=a.dtype)
-        rows_pad = np.zeros((MR, k), dtype=a.dtype)
-        edge = np.zeros((k, nr), dtype=a.dtype)
-        if n % nr:
-            edge[:, :n % nr] = b[:, (panels - 1) * nr:]
         for c0 in range(r0, r1, chunk):
             c1 = min(r1, c0 + chunk)
             for p in range(p0, p1):
                 col = p * nr
                 width = min(nr, n - col)
                 for r in range(c0, c1, MR):
-                    count = min(MR, c1 - r)
-                    src, src_off = a, r * k
-                    if count < MR:
-                        rows_pad[:count] = a[r:r + count]
-                        src, src_off = rows_pad, 0
-                    if width == nr and count == MR:
-                        _broadcast_tile(src, src_off, k, b, col, n, k, out, r * n + col, n)
-                    else:
-                        panel, panel_off, ldb = (b, col, n) if width == nr else (edge, 0, nr)
-                        _broadcast_tile(src, src_off, k, panel, panel_off, ldb, k, tile, 0, nr)
-                        out[r:r + count, col:col + width] = tile[:count, :width]
+                    _broadcast_tile(a, r * k, k, b, col, n, k, out, r * n + col, n, min(MR, c1 - r), width)
             _epilogue(out, c0, c1, p0 * nr, min(n, p1 * nr), scale, shift, residual, kind)
 
 
@@ -377,3 +408,30 @@ def transpose(src, dst):
                 d = dst[j]
                 for i in range(i0, i1):
                     d[i] = src[i, j]
+
+
+@kernel
+def conv_dense(xp, koff, b, out, scale, shift, kind, sn, sh, sw):
+    """Dense convolution as an implicit matrix product, epilogue fused: ``out[n, oy, ox] =
+    act(sum_k xp[n*sn + oy*sh + ox*sw + koff[k]] * b[k] * scale + shift)``.
+
+    ``xp`` is the zero-padded input, flat, in any layout; ``sn`` / ``sh`` / ``sw`` are the element
+    offsets of one image / one output row / one output column (strides included) and ``koff`` the
+    offset of each tap, in the order of ``b``'s rows ([K, O], the transposed weight). ``out`` is
+    [N, OH, OW, O]. One task per output row.
+    """
+    n_img, oh, ow, o = out.shape
+    k = b.shape[0]
+    nr = 2 * VECTOR_BYTES // b.itemsize
+    panels = (o + nr - 1) // nr
+    no_residual = np.empty((0, 0), dtype=b.dtype)
+    for task in prange(n_img * oh):
+        img, oy = task // oh, task % oh
+        dst = out[img, oy]
+        base = img * sn + oy * sh
+        for ox in range(0, ow, MR):
+            for p in range(panels):
+                col = p * nr
+                _gathered_tile(xp, base + ox * sw, sw, b, col, o, k, dst.reshape(-1), ox * o + col, o,
+                               min(MR, ow - ox), min(nr, o - col), koff)
+        _epilogue(dst, 0, ow, 0, o, scale, shift, no_residual, kind)
