@@ -26,9 +26,12 @@ def se_inference(x, channels_last, w1, b1, w2, b2, kind1, kind2, out):
     else:
         ch, pixels = x.shape[1], x.shape[2]
     squeeze = w1.shape[0]
-    gates = np.empty((n_img, ch), dtype=x.dtype)
-    # one task per image; the copies inside dot_block then stay serial loops (numba would make
-    # each array expression outside a prange a parallel region of its own)
+    # plain (not literal) integers, so every call below shares one compiled dot_block with matmul_dot
+    zero = n_img - n_img
+    one = zero + 1
+    identity = zero + IDENTITY
+    # one task per image (numba would make each array expression outside a prange a parallel
+    # region of its own, so the small copies inside dot_block stay in here)
     for n in prange(n_img):
         pooled = np.empty((1, ch), dtype=x.dtype)
         no_residual = np.empty((0, 0), dtype=x.dtype)
@@ -44,20 +47,23 @@ def se_inference(x, channels_last, w1, b1, w2, b2, kind1, kind2, out):
         else:  # each plane dotted with a row of 1 / P: the mean, with vectorised partial sums
             mean = np.full((1, pixels), 1.0 / pixels, dtype=x.dtype)
             dot_block(img, mean, pooled.reshape(ch, 1), np.ones(1, dtype=x.dtype), np.zeros(1, dtype=x.dtype),
-                      no_residual, IDENTITY, 0, ch, 0, 1)
+                      no_residual, identity, zero, ch, zero, one)
         hidden = np.empty((1, squeeze), dtype=x.dtype)
-        dot_block(pooled, w1, hidden, np.ones(squeeze, dtype=x.dtype), b1, no_residual, kind1, 0, 1, 0, squeeze)
-        dot_block(hidden, w2, gates[n:n + 1], np.ones(ch, dtype=x.dtype), b2, no_residual, kind2, 0, 1, 0, ch)
-    rows = x.shape[1]
-    for t in prange(n_img * rows):
-        n = t // rows
-        src = x[n, t % rows]
-        dst = out[n, t % rows]
+        dot_block(pooled, w1, hidden, np.ones(squeeze, dtype=x.dtype), b1, no_residual, kind1, zero, one, zero,
+                  squeeze)
+        gate = np.empty((1, ch), dtype=x.dtype)
+        dot_block(hidden, w2, gate, np.ones(ch, dtype=x.dtype), b2, no_residual, kind2, zero, one, zero, ch)
+        dst = out[n]
         if channels_last:
-            g = gates[n]
-            for c in range(src.shape[0]):
-                dst[c] = src[c] * g[c]
+            for p in range(pixels):
+                src = img[p]
+                row = dst[p]
+                for c in range(ch):
+                    row[c] = src[c] * gate[0, c]
         else:
-            g = gates[n, t % rows]
-            for p in range(src.shape[0]):
-                dst[p] = src[p] * g
+            for c in range(ch):
+                src = img[c]
+                plane = dst[c]
+                g = gate[0, c]
+                for p in range(pixels):
+                    plane[p] = src[p] * g

@@ -106,6 +106,15 @@ def _data(context, builder, array_type, value):
     return context.make_array(array_type)(context, builder, value).data
 
 
+def _no_unroll(module):
+    """Loop metadata that keeps LLVM from unrolling a micro-kernel's loop: its body is already
+    wide, and unrolled copies only cost compile time (the first run compiles every kernel)."""
+    disable = module.add_metadata([ir.MetaDataString(module, "llvm.loop.unroll.disable")])
+    loop_id = module.add_metadata([disable])
+    loop_id.operands = (loop_id,) + tuple(loop_id.operands)  # a loop ID refers to itself
+    return loop_id
+
+
 def _counted_loop(builder, count, carried, body, name):
     """``for step in range(count)`` carrying the values ``carried``; ``body(step, values)`` returns
     the next values. Returns the values after the loop (``carried`` when count <= 0)."""
@@ -128,7 +137,8 @@ def _counted_loop(builder, count, carried, body, name):
     step.add_incoming(next_step, end)
     for phi, value in zip(phis, updated):
         phi.add_incoming(value, end)
-    builder.cbranch(builder.icmp_signed("<", next_step, count), loop, done)
+    back_edge = builder.cbranch(builder.icmp_signed("<", next_step, count), loop, done)
+    back_edge.set_metadata("llvm.loop", _no_unroll(builder.module))
     builder.position_at_end(done)
     results = []
     for start, value in zip(carried, updated):
@@ -268,10 +278,18 @@ def _dot_tile_intrinsic(rows, cols):
 
             accs = _counted_loop(builder, full, [v.zero] * (rows * cols), step, "dot")
             tail_start = builder.mul(full, v.const(v.lanes))
-            lane_index = ir.Constant(ir.VectorType(v.i64, v.lanes), list(range(v.lanes)))
-            tail = v.splat(builder.sub(count, tail_start), ir.VectorType(v.i64, v.lanes))
-            mask = builder.icmp_signed("<", lane_index, tail)
-            accs = multiply_add(accs, lambda row: v.load_first(row, tail_start, mask))
+            mask = v.lanes_below(builder.sub(count, tail_start))
+            before_tail = builder.block
+            with builder.if_then(builder.icmp_signed("<", tail_start, count)):
+                with_tail = multiply_add(accs, lambda row: v.load_first(row, tail_start, mask))
+                tail_end = builder.block
+            merged = []
+            for plain, tailed in zip(accs, with_tail):
+                phi = builder.phi(v.vec)
+                phi.add_incoming(plain, before_tail)
+                phi.add_incoming(tailed, tail_end)
+                merged.append(phi)
+            accs = merged
 
             levels, order = _folding_plan(rows * cols, v.lanes)
             for lo, hi in levels:
@@ -337,7 +355,7 @@ def matmul_broadcast(a, b, out, scale, shift, residual, kind, row_block, panel_g
             _epilogue(out, c0, c1, p0 * nr, min(n, p1 * nr), scale, shift, residual, kind)
 
 
-@inline_helper
+@helper
 def dot_block(a, w, out, scale, shift, residual, kind, r0, r1, n0, n1):
     """Rows r0..r1 by columns n0..n1 of ``out = act(a @ w.T * scale + shift) + residual`` (serial).
 
@@ -425,6 +443,7 @@ def conv_dense(xp, koff, b, out, scale, shift, kind, sn, sh, sw):
     nr = 2 * VECTOR_BYTES // b.itemsize
     panels = (o + nr - 1) // nr
     no_residual = np.empty((0, 0), dtype=b.dtype)
+    zero = ow - ow  # not a literal: the same compiled _epilogue as the matrix products
     for task in prange(n_img * oh):
         img, oy = task // oh, task % oh
         dst = out[img, oy]
@@ -434,4 +453,4 @@ def conv_dense(xp, koff, b, out, scale, shift, kind, sn, sh, sw):
                 col = p * nr
                 _gathered_tile(xp, base + ox * sw, sw, b, col, o, k, dst.reshape(-1), ox * o + col, o,
                                min(MR, ow - ox), min(nr, o - col), koff)
-        _epilogue(dst, 0, ow, 0, o, scale, shift, no_residual, kind)
+        _epilogue(dst, zero, ow, zero, o, scale, shift, no_residual, kind)

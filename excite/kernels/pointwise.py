@@ -12,10 +12,13 @@ from .threads import LazyModule
 
 gemm = LazyModule("gemm")  # compiled kernels: numba loads on first use
 
-BROADCAST_MIN_ROWS = 256  # from here on the transposed-weight kernel pays for its transpose
-BROADCAST_MAX_DEPTH = 32  # below this depth the dot kernel's folding costs more than the transpose
 ROW_TASKS_MIN_ROWS = 1024  # split rows (not columns) among the threads from this many rows
 NS_PER_MADD = 0.012  # single-thread cost per multiply-add (measured: 0.01-0.014), for the threading decision
+# the kernel choice: the dot kernel reaches about K / (K + DOT_FOLD_DEPTH) of the broadcast kernel's
+# rate (its per-output folding is amortised over the depth K); the broadcast kernel first transposes
+# the weight, at about TRANSPOSE_MADDS multiply-adds' worth of time per element
+DOT_FOLD_DEPTH = 80
+TRANSPOSE_MADDS = 50
 SUPPORTED = (np.float32, np.float64)
 
 
@@ -30,6 +33,12 @@ def _task_count():
 def _weight_matrix(w):
     """[O, C] C-contiguous view or copy of a [O, C] or [O, C, 1, 1] weight."""
     return np.ascontiguousarray(w.reshape(w.shape[0], -1))
+
+
+def _broadcast_is_faster(m, k, n):
+    """Estimated time of the broadcast kernel (transpose included) below the dot kernel's."""
+    madds = m * k * n
+    return madds + TRANSPOSE_MADDS * k * n < madds * (k + DOT_FOLD_DEPTH) / k
 
 
 def pointwise(a, w, scale=None, shift=None, kind=IDENTITY, residual=None, out=None):
@@ -49,7 +58,7 @@ def pointwise(a, w, scale=None, shift=None, kind=IDENTITY, residual=None, out=No
         out = np.empty((m, n), dtype)
     tasks = _task_count()
     work_ns = m * k * n * NS_PER_MADD
-    if m >= BROADCAST_MIN_ROWS or k < BROADCAST_MAX_DEPTH:
+    if _broadcast_is_faster(m, k, n):
         b = np.empty((k, n), dtype)
         gemm.transpose(w, b, work_ns=k * n * 1.0)
         panels = -(-n // gemm.panel_width(dtype))
