@@ -1,23 +1,14 @@
-"""The PyTorch side of `python -m excite.bench`, run in its own process so excite never imports torch.
+"""The PyTorch side of `python -m excite.bench`, in its own process so excite never imports torch.
 
-    python benchmarks/torch_peer.py KIND ARGS... --threads N --reps N --warmup N
+    python benchmarks/torch_peer.py serve --threads N       # the benchmark's peer (JSON lines on stdin/stdout)
+    python benchmarks/torch_peer.py cold|rss --threads N    # fresh-process cases: prints one number
 
-Prints one number: the median seconds of the case (or MB for `rss`).
+In ``serve`` mode it answers the benchmark's requests (set up a case, time a burst of runs; the
+protocol is `excite.bench.serve`). The benchmark alternates such bursts of every engine, so all
+of them see the same machine conditions.
 """
 import argparse
-import statistics
 import time
-
-
-def median_time(fn, reps, warmup):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def se_case(torch, shape, backward):
@@ -67,37 +58,40 @@ def train_case(torch, name, batch, size):
     return run
 
 
+def build(torch, kind, args):
+    if kind == "se":
+        return se_case(torch, tuple(int(v) for v in args[0].split("x")), bool(int(args[1])))
+    if kind == "infer":
+        return infer_case(torch, args[0], int(args[1]), int(args[2]))
+    if kind == "train":
+        return train_case(torch, args[0], int(args[1]), int(args[2]))
+    raise ValueError(f"unknown case kind {kind!r}")
+
+
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("kind", choices=["se", "infer", "train", "cold", "rss"])
-    p.add_argument("args", nargs="*")
+    p.add_argument("mode", choices=["serve", "cold", "rss"])
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--reps", type=int, default=5)
-    p.add_argument("--warmup", type=int, default=2)
     a = p.parse_args()
     t0 = time.perf_counter()
     import torch
 
     torch.set_num_threads(a.threads)
-    if a.kind in ("cold", "rss"):
-        import torchvision
+    if a.mode == "serve":
+        from excite.bench import serve  # the protocol (excite itself never imports torch)
 
-        m = torchvision.models.mobilenet_v3_small().eval()
-        with torch.no_grad():
-            m(torch.randn(1, 3, 224, 224))
-        if a.kind == "cold":
-            print(time.perf_counter() - t0)
-        else:
-            with open("/proc/self/status") as f:
-                print(next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024)
+        serve(lambda kind, args: build(torch, kind, args))
         return
-    if a.kind == "se":
-        fn = se_case(torch, tuple(int(v) for v in a.args[0].split("x")), a.args[1] == "1")
-    elif a.kind == "infer":
-        fn = infer_case(torch, a.args[0], int(a.args[1]), int(a.args[2]))
+    import torchvision
+
+    m = torchvision.models.mobilenet_v3_small().eval()
+    with torch.no_grad():
+        m(torch.randn(1, 3, 224, 224))
+    if a.mode == "cold":
+        print(time.perf_counter() - t0)
     else:
-        fn = train_case(torch, a.args[0], int(a.args[1]), int(a.args[2]))
-    print(median_time(fn, a.reps, a.warmup))
+        with open("/proc/self/status") as f:
+            print(next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024)
 
 
 if __name__ == "__main__":

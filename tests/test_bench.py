@@ -1,0 +1,79 @@
+"""The benchmark's plumbing (not its numbers: speed is never asserted in a test): the peer protocol,
+the alternating rounds, and one real case end to end with the torch peer and the JSON rows."""
+import io
+import json
+import subprocess
+import sys
+
+from excite import bench
+
+
+def test_serve_answers_setup_time_release_and_exit():
+    calls = []
+    lines = [json.dumps(r) for r in ({"op": "setup", "kind": "k", "args": ["1"], "warmup": 2},
+                                     {"op": "time", "runs": 3, "wake_s": 0.0}, {"op": "bogus"},
+                                     {"op": "release"}, {"op": "exit"}, {"op": "time"})]
+    replies = []
+
+    def build(kind, args):
+        calls.append((kind, args))
+        return lambda: calls.append("run")
+
+    bench.serve(build, lines, replies.append)
+    assert calls[0] == ("k", ["1"])
+    assert calls.count("run") == 2 + 1 + 3  # warm-up, the untimed wake-up run, the timed runs
+    assert replies[0] == {"ok": True}
+    assert len(replies[1]["s"]) == 3 and all(t >= 0 for t in replies[1]["s"])
+    assert "unknown op" in replies[2]["error"]
+    assert replies[3] == {"ok": True} and len(replies) == 4, "nothing is answered after exit"
+
+
+def test_serve_reports_a_failing_case_instead_of_dying():
+    replies = []
+
+    def build(kind, args):
+        raise ValueError("no such model")
+
+    bench.serve(build, [json.dumps({"op": "setup", "kind": "x", "args": []})], replies.append)
+    assert replies == [{"error": "ValueError: no such model"}]
+
+
+def test_rounds_alternate_the_engines_and_split_the_repetitions():
+    order = []
+
+    def engine(name):
+        def burst(n):
+            order.append((name, n))
+            return [float(len(order))] * n
+        return burst
+
+    medians = bench._interleaved({"a": engine("a"), "b": engine("b")}, reps=7)
+    assert order == [("a", 3), ("b", 3), ("a", 2), ("b", 2), ("a", 2), ("b", 2)]
+    assert set(medians) == {"a", "b"}
+
+
+def test_one_case_end_to_end_writes_the_json_rows(tmp_path, torch):
+    out = tmp_path / "rows.json"
+    result = subprocess.run([sys.executable, "-m", "excite.bench", "--case", "se_fwd_8x96x28x28", "--reps", "3",
+                             "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(out.read_text())
+    assert [r["case"] for r in rows] == ["se_fwd_8x96x28x28"]
+    row = rows[0]
+    assert set(row) == {"case", "excite_s", "torch_s", "onnxruntime_s"}
+    assert row["excite_s"] > 0 and row["torch_s"] > 0 and row["onnxruntime_s"] is None
+    assert "se_fwd_8x96x28x28" in result.stdout and "excite/torch" in result.stdout
+
+
+def test_the_command_line_help_describes_the_options():
+    buffer = io.StringIO()
+    sys_stdout, sys.stdout = sys.stdout, buffer
+    try:
+        try:
+            bench.main(["--help"])
+        except SystemExit as e:
+            assert e.code == 0
+    finally:
+        sys.stdout = sys_stdout
+    text = buffer.getvalue()
+    assert "--quick" in text and "--json" in text and "--serve-onnxruntime" not in text
