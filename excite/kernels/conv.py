@@ -180,7 +180,11 @@ def _pointwise_backward_input(grad, x_shape, w, stride):
     n, c, h, wd = x_shape
     o = w.shape[0]
     g = nhwc(grad)
-    gx = matmul(g.reshape(-1, o), w.reshape(o, c)).reshape(g.shape[:3] + (c,))
+    rows = g.reshape(-1, o)
+    if pointwise.supported(rows, w):
+        gx = pointwise.input_gradient(rows, w).reshape(g.shape[:3] + (c,))
+    else:
+        gx = matmul(rows, w.reshape(o, c)).reshape(g.shape[:3] + (c,))
     if stride == (1, 1):
         return gx
     full = np.zeros((n, h, wd, c), dtype=gx.dtype)
@@ -190,9 +194,11 @@ def _pointwise_backward_input(grad, x_shape, w, stride):
 
 def _pointwise_backward_weight(grad, x, w_shape, stride):
     o, c = w_shape[:2]
-    xc = _strided_pixels(x, stride)
+    xc = _strided_pixels(x, stride).reshape(-1, c)
     g = nhwc(grad).reshape(-1, o)
-    return matmul(g.T, xc.reshape(-1, c)).reshape(w_shape)
+    if pointwise.supported(g, xc):
+        return pointwise.weight_gradient(g, xc).reshape(w_shape)
+    return matmul(g.T, xc).reshape(w_shape)
 
 
 # ----- other dense convolutions: channels-last im2col, one image at a time ---------------------

@@ -155,14 +155,20 @@ def _as_i64(builder, values):
 
 
 # ----- the broadcast micro-kernel ---------------------------------------------------------------
-def _broadcast_tile_intrinsic(gathered):
-    """``tile(a, a_off, lda, b, b_off, ldb, k, c, c_off, ldc, rows, width[, koff])``:
+def _broadcast_tile_intrinsic(variant):
+    """``tile(a, a_off, lda, b, b_off, ldb, k, c, c_off, ldc, rows, width[, extra])``:
     ``c[c_off + i * ldc + j] = sum over kk < k of A(i, kk) * b[b_off + kk * ldb + j]`` for
-    i < rows <= MR, j < width <= NR (two vectors), where A(i, kk) is ``a[a_off + i * lda + kk]``, or
-    ``a[a_off + i * lda + koff[kk]]`` when ``gathered`` (an implicit im2col: ``koff`` holds each
-    tap's offset in the padded input). The 2 * MR accumulators stay in registers across kk; the
-    loads of ``b`` and the stores of ``c`` are masked to ``width`` columns, rows past ``rows``
-    repeat the last one and are not stored, so edge tiles need no padded copies."""
+    i < rows <= MR, j < width <= NR (two vectors), where A(i, kk) is
+
+    - ``"rows"``: ``a[a_off + i * lda + kk]`` (rows of ``a``);
+    - ``"gathered"``: ``a[a_off + i * lda + koff[kk]]``, ``extra`` = koff (an implicit im2col: each
+      tap's offset in the padded input);
+    - ``"columns"``: ``a[a_off + i * lda + kk * extra]`` (columns of ``a``: ``a.T @ b``).
+
+    The 2 * MR accumulators stay in registers across kk; the loads of ``b`` and the stores of ``c``
+    are masked to ``width`` columns, rows past ``rows`` repeat the last one and are not stored, so
+    edge tiles need no padded copies."""
+    gathered, columns = variant == "gathered", variant == "columns"
 
     def codegen(context, builder, signature, args):
         v = _Vectors(context, builder, signature.args[0].dtype)
@@ -171,6 +177,7 @@ def _broadcast_tile_intrinsic(gathered):
         c_data = _data(context, builder, signature.args[7], args[7])
         a_off, lda, b_off, ldb, count, c_off, ldc, rows, width = _as_i64(builder, args[1:3] + args[4:7] + args[8:12])
         koff_data = _data(context, builder, signature.args[12], args[12]) if gathered else None
+        ak = _as_i64(builder, [args[12]])[0] if columns else None
         last = builder.sub(rows, v.const(1))
         a_rows = []
         for i in range(MR):
@@ -179,13 +186,20 @@ def _broadcast_tile_intrinsic(gathered):
         b_base = v.at(b_data, b_off)
         masks = [v.lanes_below(width, j * v.lanes) for j in range(2)]
         none = ir.Constant(masks[0].type, [0] * v.lanes)
+        c_rows = [v.at(c_data, builder.add(c_off, builder.mul(v.const(i), ldc))) for i in range(MR)]
 
         def emit(masked):
+            def row_mask(i, j):
+                return builder.select(builder.icmp_signed("<", v.const(i), rows), masks[j], none)
+
             def step(kk, accs):
                 b_row = v.at(b_base, builder.mul(kk, ldb))
                 b_vecs = [v.load_first(b_row, j * v.lanes, masks[j]) if masked else v.load(b_row, j * v.lanes)
                           for j in range(2)]
-                offset = _as_i64(builder, [builder.load(v.at(koff_data, kk))])[0] if gathered else kk
+                if gathered:
+                    offset = _as_i64(builder, [builder.load(v.at(koff_data, kk))])[0]
+                else:
+                    offset = builder.mul(kk, ak) if columns else kk
                 out = []
                 for i in range(MR):
                     a_val = v.splat(builder.load(v.at(a_rows[i], offset)))
@@ -194,13 +208,11 @@ def _broadcast_tile_intrinsic(gathered):
 
             final = _counted_loop(builder, count, [v.zero] * (2 * MR), step, "masked" if masked else "tile")
             for i in range(MR):
-                row = v.at(c_data, builder.add(c_off, builder.mul(v.const(i), ldc)))
-                keep = builder.icmp_signed("<", v.const(i), rows)
                 for j in range(2):
                     if masked:
-                        v.store_masked(final[2 * i + j], row, j * v.lanes, builder.select(keep, masks[j], none))
+                        v.store_masked(final[2 * i + j], c_rows[i], j * v.lanes, row_mask(i, j))
                     else:
-                        v.store(final[2 * i + j], row, j * v.lanes)
+                        v.store(final[2 * i + j], c_rows[i], j * v.lanes)
 
         # full tiles take plain loads and stores (masked ones cost more on some CPUs)
         full = builder.and_(builder.icmp_signed("==", rows, v.const(MR)), builder.icmp_signed("==", width, v.const(2 * v.lanes)))
@@ -211,19 +223,20 @@ def _broadcast_tile_intrinsic(gathered):
                 emit(True)
         return context.get_dummy_value()
 
-    if gathered:
-        @intrinsic
-        def tile(typingctx, a, a_off, lda, b, b_off, ldb, k, c, c_off, ldc, rows, width, koff):
-            return types.void(a, a_off, lda, b, b_off, ldb, k, c, c_off, ldc, rows, width, koff), codegen
-    else:
+    if variant == "rows":
         @intrinsic
         def tile(typingctx, a, a_off, lda, b, b_off, ldb, k, c, c_off, ldc, rows, width):
             return types.void(a, a_off, lda, b, b_off, ldb, k, c, c_off, ldc, rows, width), codegen
+    else:
+        @intrinsic
+        def tile(typingctx, a, a_off, lda, b, b_off, ldb, k, c, c_off, ldc, rows, width, extra):
+            return types.void(a, a_off, lda, b, b_off, ldb, k, c, c_off, ldc, rows, width, extra), codegen
     return tile
 
 
-_broadcast_tile = _broadcast_tile_intrinsic(False)
-_gathered_tile = _broadcast_tile_intrinsic(True)
+_broadcast_tile = _broadcast_tile_intrinsic("rows")
+_gathered_tile = _broadcast_tile_intrinsic("gathered")
+_columns_tile = _broadcast_tile_intrinsic("columns")
 
 
 # ----- the dot-product micro-kernel -------------------------------------------------------------
@@ -454,3 +467,35 @@ def conv_dense(xp, koff, b, out, scale, shift, kind, sn, sh, sw):
                 _gathered_tile(xp, base + ox * sw, sw, b, col, o, k, dst.reshape(-1), ox * o + col, o,
                                min(MR, ow - ox), min(nr, o - col), koff)
         _epilogue(dst, zero, ow, zero, o, scale, shift, no_residual, kind)
+
+
+@kernel
+def matmul_at_b(a, b, partial, k_block):
+    """``partial[t] = a[k-chunk t].T @ b[k-chunk t]`` for ``a`` [K, M], ``b`` [K, N] (C-contiguous): the
+    weight gradient of a 1x1 convolution (K pixels), summed by the caller over the
+    ``partial.shape[0]`` chunks of K: a fixed split, so results do not depend on the thread count.
+    Each task sweeps blocks of ``k_block`` rows across all of its [M, N] tiles; a tile's sum over a
+    block is added to ``partial[t]`` (sums of at most ``k_block`` terms, then of the blocks)."""
+    k, m = a.shape
+    n = b.shape[1]
+    nr = 2 * VECTOR_BYTES // a.itemsize
+    chunks = partial.shape[0]
+    per_chunk = (k + chunks - 1) // chunks
+    for t in prange(chunks):
+        dst = partial[t]
+        dst[:, :] = 0
+        tile = np.empty((MR, nr), dtype=a.dtype)
+        k0 = t * per_chunk
+        k1 = min(k, k0 + per_chunk)
+        for kb in range(k0, k1, k_block):
+            steps = min(k_block, k1 - kb)
+            for r in range(0, m, MR):
+                rows = min(MR, m - r)
+                for col in range(0, n, nr):
+                    width = min(nr, n - col)
+                    _columns_tile(a, kb * m + r, 1, b, kb * n + col, n, steps, tile.reshape(-1), 0, nr, rows, width, m)
+                    for i in range(rows):
+                        out = dst[r + i]
+                        src = tile[i]
+                        for j in range(width):
+                            out[col + j] += src[j]

@@ -56,19 +56,53 @@ def pointwise(a, w, scale=None, shift=None, kind=IDENTITY, residual=None, out=No
     residual = np.empty((0, 0), dtype) if residual is None else residual
     if out is None:
         out = np.empty((m, n), dtype)
-    tasks = _task_count()
-    work_ns = m * k * n * NS_PER_MADD
     if _broadcast_is_faster(m, k, n):
         b = np.empty((k, n), dtype)
         gemm.transpose(w, b, work_ns=k * n * 1.0)
-        panels = -(-n // gemm.panel_width(dtype))
-        if m >= ROW_TASKS_MIN_ROWS or panels < tasks:
-            row_block = -(-(-(-m // tasks)) // gemm.MR) * gemm.MR
-            panel_group = panels
-        else:
-            row_block, panel_group = m, -(-panels // tasks)
-        gemm.matmul_broadcast(a, b, out, scale, shift, residual, kind, row_block, panel_group, work_ns=work_ns)
-    else:
-        col_group = -(-(-(-n // tasks)) // gemm.DOT) * gemm.DOT
-        gemm.matmul_dot(a, w, out, scale, shift, residual, kind, m, col_group, work_ns=work_ns)
+        return _broadcast(a, b, scale, shift, kind, residual, out)
+    tasks = _task_count()
+    col_group = -(-(-(-n // tasks)) // gemm.DOT) * gemm.DOT
+    gemm.matmul_dot(a, w, out, scale, shift, residual, kind, m, col_group, work_ns=m * k * n * NS_PER_MADD)
     return out
+
+
+def _broadcast(a, b, scale, shift, kind, residual, out):
+    """The broadcast kernel on ``a`` [M, K] and ``b`` [K, N], split into one task per thread."""
+    m, k = a.shape
+    n = b.shape[1]
+    tasks = _task_count()
+    panels = -(-n // gemm.panel_width(a.dtype))
+    if m >= ROW_TASKS_MIN_ROWS or panels < tasks:
+        row_block = -(-(-(-m // tasks)) // gemm.MR) * gemm.MR
+        panel_group = panels
+    else:
+        row_block, panel_group = m, -(-panels // tasks)
+    gemm.matmul_broadcast(a, b, out, scale, shift, residual, kind, row_block, panel_group,
+                          work_ns=m * k * n * NS_PER_MADD)
+    return out
+
+
+def input_gradient(grad, w):
+    """``grad @ w`` [M, C] for ``grad`` [M, O] and the weight [O, C] (or [O, C, 1, 1]): the input
+    gradient of a 1x1 convolution; the weight is already the broadcast kernel's right operand."""
+    w = _weight_matrix(w)
+    n = w.shape[1]
+    dtype = grad.dtype
+    return _broadcast(grad, w, np.ones(n, dtype), np.zeros(n, dtype), IDENTITY, np.empty((0, 0), dtype),
+                      np.empty((grad.shape[0], n), dtype))
+
+
+GRADIENT_CHUNKS = 8  # the weight gradient sums over this many fixed chunks of the pixels (any thread count)
+GRADIENT_BLOCK_BYTES = 1 << 17  # rows of both operands a task sweeps across its tiles at a time
+
+
+def weight_gradient(grad, x):
+    """``grad.T @ x`` [O, C] for ``grad`` [M, O] and ``x`` [M, C] (C-contiguous pixel rows): the
+    weight gradient of a 1x1 convolution, with the compiled column tiles (no transposed copies)."""
+    m, o = grad.shape
+    c = x.shape[1]
+    chunks = max(1, min(GRADIENT_CHUNKS, m // 64))
+    partial = np.empty((chunks, o, c), grad.dtype)
+    k_block = max(gemm.MR, GRADIENT_BLOCK_BYTES // ((o + c) * grad.itemsize))
+    gemm.matmul_at_b(grad, x, partial, k_block, work_ns=m * o * c * NS_PER_MADD)
+    return partial[0] if chunks == 1 else partial.sum(axis=0)
