@@ -4,10 +4,13 @@ Channels are the innermost (vectorised) loop everywhere; weights come as [KH, KW
 fastmath: sums are plain adds in a fixed order, so results do not depend on the thread count.
 """
 import numpy as np
-from numba import prange
+from llvmlite import ir
+from numba import prange, types
+from numba.extending import intrinsic
 
 from .elementwise import epilogue_rows
 from .scalar_math import IDENTITY
+from .simd import VECTOR_BYTES, Vectors, as_i64, data_pointer
 from .threads import helper, inline_helper, kernel
 
 
@@ -25,9 +28,123 @@ def _madd(acc, a, b):
         acc[c] += a[c] * b[c]
 
 
+PIXELS = 8  # output pixels per micro-kernel call (one accumulator vector each)
+PADDED_BELOW = 4 * PIXELS  # output rows narrower than this read a zero-padded copy of the input
+
+
+def _row_intrinsic(kh, kw, stride):
+    """``row(x, x_off, ld, dh, ch, w, w_off, bias, out, o_off, pixels, count, row_bits, col_bits)``:
+    ``pixels`` <= PIXELS consecutive output pixels of one output row, ``count`` <= one vector of
+    channels, read straight from the input (no padded copy): ``out[o_off + p*ch + c] = bias[w_off + c]
+    + sum_ij w[w_off + (i*kw + j)*ch + c] * x[x_off + i*dh*ld + (p*stride + j)*ch + c]``, where the
+    taps of kernel row i count only if bit i of ``row_bits`` is set and input column p*stride + j
+    only if that bit of ``col_bits`` is (the zero padding: nothing outside is read; with all bits
+    set, every column is read, including those of pixels past ``pixels``). The taps and pixels
+    unroll (kh, kw and the stride are constants); each input column of a kernel row is loaded
+    once and reaches every accumulator that uses it."""
+    columns = (PIXELS - 1) * stride + kw
+
+    def codegen(context, builder, signature, args):
+        v = Vectors(context, builder, signature.args[0].dtype)
+        x = data_pointer(context, builder, signature.args[0], args[0])
+        w = data_pointer(context, builder, signature.args[5], args[5])
+        bias = data_pointer(context, builder, signature.args[7], args[7])
+        out = data_pointer(context, builder, signature.args[8], args[8])
+        x_off, ld, dh, ch, w_off, o_off, pixels, count, row_bits, col_bits = as_i64(
+            builder, args[1:5] + args[6:7] + args[9:14])
+        mask = v.lanes_below(count)
+        none = ir.Constant(mask.type, [0] * v.lanes)
+
+        def bit(bits, i):
+            return builder.icmp_signed("!=", builder.and_(bits, v.const(1 << i)), v.const(0))
+
+        def emit(plain_loads, plain_stores):
+            def load(base, offset, valid=None):
+                if plain_loads:
+                    return v.load(base, offset)
+                return v.load_first(base, offset, mask if valid is None else builder.select(valid, mask, none))
+
+            def kernel_row(i, accs):
+                row = v.at(x, builder.add(x_off, builder.mul(builder.mul(v.const(i), dh), ld)))
+                weights = [load(v.at(w, w_off), builder.mul(v.const(i * kw + j), ch)) for j in range(kw)]
+                inputs = [load(row, builder.mul(v.const(col), ch), None if plain_loads else bit(col_bits, col))
+                          for col in range(columns)]
+                accs = list(accs)
+                for p in range(PIXELS):
+                    for j in range(kw):
+                        accs[p] = v.fma(weights[j], inputs[p * stride + j], accs[p])
+                return accs
+
+            accs = [load(v.at(bias, w_off), 0)] * PIXELS
+            for i in range(kh):
+                if plain_loads:
+                    accs = kernel_row(i, accs)
+                    continue
+                before = builder.block
+                with builder.if_then(bit(row_bits, i)):  # rows outside the image add nothing
+                    updated = kernel_row(i, accs)
+                    inside = builder.block
+                merged = []
+                for old, new in zip(accs, updated):
+                    phi = builder.phi(v.vec)
+                    phi.add_incoming(old, before)
+                    phi.add_incoming(new, inside)
+                    merged.append(phi)
+                accs = merged
+            for p in range(PIXELS):
+                target = v.at(out, builder.add(o_off, builder.mul(v.const(p), ch)))
+                if plain_stores:
+                    v.store(accs[p], target, 0)
+                else:
+                    keep = builder.icmp_signed("<", v.const(p), pixels)
+                    v.store_masked(accs[p], target, 0, builder.select(keep, mask, none))
+
+        # every tap inside (the image or a padded copy) and a full vector of channels: plain loads;
+        # all pixels as well: plain stores
+        inside = builder.and_(builder.and_(builder.icmp_signed("==", row_bits, v.const((1 << kh) - 1)),
+                                           builder.icmp_signed("==", col_bits, v.const((1 << columns) - 1))),
+                              builder.icmp_signed("==", count, v.const(v.lanes)))
+        whole = builder.and_(inside, builder.icmp_signed("==", pixels, v.const(PIXELS)))
+        with builder.if_else(whole) as (then, otherwise):
+            with then:
+                emit(True, True)
+            with otherwise:
+                with builder.if_else(inside) as (then2, otherwise2):
+                    with then2:
+                        emit(True, False)
+                    with otherwise2:
+                        emit(False, False)
+        return context.get_dummy_value()
+
+    @intrinsic
+    def row(typingctx, x, x_off, ld, dh, ch, w, w_off, bias, out, o_off, pixels, count, row_bits, col_bits):
+        sig = types.void(x, x_off, ld, dh, ch, w, w_off, bias, out, o_off, pixels, count, row_bits, col_bits)
+        return sig, codegen
+
+    return row
+
+
+_row_3x3_s1 = _row_intrinsic(3, 3, 1)
+_row_3x3_s2 = _row_intrinsic(3, 3, 2)
+_row_5x5_s1 = _row_intrinsic(5, 5, 1)
+_row_5x5_s2 = _row_intrinsic(5, 5, 2)
+
+
+@helper
+def _valid_bits(first, count, size, step):
+    """Bit t set for t < count when first + t * step lies inside [0, size)."""
+    bits = 0
+    for t in range(count):
+        pos = first + t * step
+        if 0 <= pos < size:
+            bits |= 1 << t
+    return bits
+
+
 @inline_helper
 def _load_band(x, n, iy0, rows, pw, buf):
-    """buf[r, pw + ix] = x[n, iy0 + r, ix], zero where the row or column is outside the image."""
+    """buf[r, pw + ix] = x[n, iy0 + r, ix], zero where the row or column is outside the image
+    (and in the slack columns past the right padding)."""
     h, wd = x.shape[1], x.shape[2]
     for r in range(rows):
         iy = iy0 + r
@@ -41,39 +158,60 @@ def _load_band(x, n, iy0, rows, pw, buf):
 
 
 @inline_helper
-def _band_rows(buf, w, bias, out_rows, sh, sw, dh, dw, kh, kw, pairs):
-    """Output rows from a zero-padded band of input rows; with constant kh, kw the taps unroll and
-    the channel loop vectorises with the sums in registers. ``pairs`` computes two neighbouring
-    outputs per weight load (a win for 3x3; the unrolled 5x5 pair is too big to vectorise)."""
-    ch = w.shape[2]
+def _simd_rows(x, n, oy0, w, bias, out_rows, sh, sw, ph, pw, dh, kh, scale, shift, kind):
+    """Output rows oy0.. of image n with the SIMD row kernels (3x3 or 5x5 taps, column stride 1 or
+    2, no column dilation); each row's epilogue applied while it is in L1. Wide images are read
+    straight from x (only the border tiles mask their loads); narrow ones, where nearly every tile
+    touches the border, from a zero-padded copy of the band's rows."""
+    h, wd, ch = x.shape[1], x.shape[2], x.shape[3]
     ow = out_rows.shape[1]
-    for y in range(out_rows.shape[0]):
-        orow = out_rows[y]
-        base = y * sh
-        ox = 0
-        if pairs:
-            while ox + 2 <= ow:
-                col = ox * sw
-                for c in range(ch):
-                    a0 = bias[c]
-                    a1 = bias[c]
-                    for i in range(kh):
-                        for j in range(kw):
-                            wv = w[i, j, c]
-                            a0 += wv * buf[base + i * dh, col + j * dw, c]
-                            a1 += wv * buf[base + i * dh, col + sw + j * dw, c]
-                    orow[ox, c] = a0
-                    orow[ox + 1, c] = a1
-                ox += 2
-        while ox < ow:
-            col = ox * sw
-            for c in range(ch):
-                acc = bias[c]
-                for i in range(kh):
-                    for j in range(kw):
-                        acc += w[i, j, c] * buf[base + i * dh, col + j * dw, c]
-                orow[ox, c] = acc
-            ox += 1
+    rows_out = out_rows.shape[0]
+    lanes = VECTOR_BYTES // x.itemsize
+    columns = (PIXELS - 1) * sw + kh
+    padded = ow < PADDED_BELOW
+    if padded:
+        last = ((ow - 1) // PIXELS) * PIXELS  # the last tile reads its full width of columns
+        wp = max(wd + 2 * pw, last * sw + columns)
+        band_in = (rows_out - 1) * sh + (kh - 1) * dh + 1
+        buf = np.empty((band_in, wp, ch), dtype=x.dtype)
+        _load_band(x, n, oy0 * sh - ph, band_in, pw, buf)
+        src = buf.reshape(-1)
+        ld = wp * ch
+        src_row0, src_col0 = 0, 0
+    else:
+        src = x[n].reshape(-1)
+        ld = wd * ch
+        src_row0, src_col0 = oy0 * sh - ph, -pw
+    every_row = (1 << kh) - 1
+    every_col = (1 << columns) - 1
+    flat_w = w.reshape(-1)
+    epilogue = scale.size or kind != IDENTITY
+    for y in range(rows_out):
+        flat_out = out_rows[y].reshape(-1)
+        iy0 = src_row0 + y * sh
+        row_bits = every_row if padded else _valid_bits(iy0, kh, h, dh)
+        for ox in range(0, ow, PIXELS):
+            pixels = min(PIXELS, ow - ox)
+            ix0 = src_col0 + ox * sw
+            col_bits = every_col if padded else _valid_bits(ix0, columns, wd, 1)
+            for c0 in range(0, ch, lanes):
+                count = min(lanes, ch - c0)
+                x_off = iy0 * ld + ix0 * ch + c0
+                o_off = ox * ch + c0
+                if kh == 3 and sw == 1:
+                    _row_3x3_s1(src, x_off, ld, dh, ch, flat_w, c0, bias, flat_out, o_off, pixels, count,
+                                row_bits, col_bits)
+                elif kh == 3:
+                    _row_3x3_s2(src, x_off, ld, dh, ch, flat_w, c0, bias, flat_out, o_off, pixels, count,
+                                row_bits, col_bits)
+                elif sw == 1:
+                    _row_5x5_s1(src, x_off, ld, dh, ch, flat_w, c0, bias, flat_out, o_off, pixels, count,
+                                row_bits, col_bits)
+                else:
+                    _row_5x5_s2(src, x_off, ld, dh, ch, flat_w, c0, bias, flat_out, o_off, pixels, count,
+                                row_bits, col_bits)
+        if epilogue:
+            epilogue_rows(out_rows[y], scale, shift, kind)
 
 
 @inline_helper
@@ -107,20 +245,13 @@ def _forward_task(x, w, bias, scale, shift, kind, out, sh, sw, ph, pw, dh, dw, n
     wd, ch = x.shape[2], x.shape[3]
     ow = out.shape[2]
     rows = out[n, oy0:oy1]
-    if (kh == 3 and kw == 3) or (kh == 5 and kw == 5):
-        wp = max(wd + 2 * pw, (ow - 1) * sw + (kw - 1) * dw + 1)
-        band_in = (oy1 - 1 - oy0) * sh + (kh - 1) * dh + 1
-        buf = np.empty((band_in, wp, ch), dtype=x.dtype)
-        _load_band(x, n, oy0 * sh - ph, band_in, pw, buf)
-        if kh == 3:
-            _band_rows(buf, w, bias, rows, sh, sw, dh, dw, 3, 3, True)
-        else:
-            _band_rows(buf, w, bias, rows, sh, sw, dh, dw, 5, 5, False)
+    if ((kh == 3 and kw == 3) or (kh == 5 and kw == 5)) and sw <= 2 and dw == 1:
+        _simd_rows(x, n, oy0, w, bias, rows, sh, sw, ph, pw, dh, kh, scale, shift, kind)
     else:
         _direct_rows(x, n, oy0, w, bias, rows, sh, sw, ph, pw, dh, dw)
-    if scale.size or kind != IDENTITY:
-        for y in range(oy1 - oy0):
-            epilogue_rows(out[n, oy0 + y], scale, shift, kind)
+        if scale.size or kind != IDENTITY:
+            for y in range(oy1 - oy0):
+                epilogue_rows(out[n, oy0 + y], scale, shift, kind)
 
 
 @kernel
@@ -130,8 +261,9 @@ def depthwise_forward_cl(x, w, bias, scale, shift, kind, out, sh, sw, ph, pw, dh
     ``x[n, oy*sh - ph + i*dh, ox*sw - pw + j*dw, c]`` is the tap (zero outside); ``scale`` and
     ``shift`` (batch norm's affine map, folded into the epilogue) have C values, or none to skip
     the map. Tasks are bands of ``band`` output rows of one image; every output is
-    computed the same way whatever the banding. 3x3 and 5x5 kernels copy each band into a
-    zero-padded buffer and unroll the taps; other sizes accumulate tap by tap.
+    computed the same way whatever the banding. 3x3 and 5x5 kernels (column stride 1 or 2, no
+    column dilation) copy each band into a zero-padded buffer and run the SIMD row kernels; other
+    shapes accumulate tap by tap.
     """
     oh = out.shape[1]
     bands = (oh + band - 1) // band

@@ -19,13 +19,12 @@ not depend on EXCITE_NUM_THREADS.
 import numpy as np
 from llvmlite import ir
 from numba import prange, types
-from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .elementwise import affine_activation_block
+from .simd import VECTOR_BYTES, Vectors, as_i64, counted_loop, data_pointer
 from .threads import helper, inline_helper, kernel
 
-VECTOR_BYTES = 64  # one AVX-512 register; LLVM splits the vectors on narrower machines
 MR = 6  # rows per broadcast tile (by two vectors of columns: 12 accumulators)
 DOT = 4  # the dot tile is DOT rows by DOT weight rows (16 accumulators)
 CHUNK_BYTES = 1 << 14  # rows of ``a`` a broadcast task sweeps across its panels at a time
@@ -36,125 +35,6 @@ def panel_width(dtype):
     return 2 * VECTOR_BYTES // np.dtype(dtype).itemsize
 
 
-# ----- LLVM IR building blocks ------------------------------------------------------------------
-class _Vectors:
-    """IR helpers for one element type: vector type, loads, splats, fused multiply-adds."""
-
-    def __init__(self, context, builder, dtype):
-        self.builder = builder
-        self.bits = dtype.bitwidth
-        self.lanes = VECTOR_BYTES * 8 // self.bits
-        self.elem = context.get_value_type(dtype)
-        self.vec = ir.VectorType(self.elem, self.lanes)
-        self.i32 = ir.IntType(32)
-        self.i64 = ir.IntType(64)
-        self.zero = ir.Constant(self.vec, [0.0] * self.lanes)
-        suffix = f"v{self.lanes}f{self.bits}"
-        module = builder.module
-        self._fma = cgutils.get_or_insert_function(module, ir.FunctionType(self.vec, [self.vec] * 3),
-                                                   f"llvm.fma.{suffix}")
-        mask = ir.VectorType(ir.IntType(1), self.lanes)
-        self._masked_load = cgutils.get_or_insert_function(
-            module, ir.FunctionType(self.vec, [self.vec.as_pointer(), self.i32, mask, self.vec]),
-            f"llvm.masked.load.{suffix}.p0")
-        self._masked_store = cgutils.get_or_insert_function(
-            module, ir.FunctionType(ir.VoidType(), [self.vec, self.vec.as_pointer(), self.i32, mask]),
-            f"llvm.masked.store.{suffix}.p0")
-
-    def const(self, value):
-        return ir.Constant(self.i64, value)
-
-    def at(self, base, offset):
-        return self.builder.gep(base, [offset if isinstance(offset, ir.Value) else self.const(offset)])
-
-    def load(self, base, offset):
-        ptr = self.builder.bitcast(self.at(base, offset), self.vec.as_pointer())
-        return self.builder.load(ptr, align=self.bits // 8)
-
-    def load_first(self, base, offset, mask):
-        """The lanes of ``mask`` from memory, zeros elsewhere (nothing outside the mask is touched)."""
-        ptr = self.builder.bitcast(self.at(base, offset), self.vec.as_pointer())
-        return self.builder.call(self._masked_load, [ptr, ir.Constant(self.i32, self.bits // 8), mask, self.zero])
-
-    def store_masked(self, value, base, offset, mask):
-        ptr = self.builder.bitcast(self.at(base, offset), self.vec.as_pointer())
-        self.builder.call(self._masked_store, [value, ptr, ir.Constant(self.i32, self.bits // 8), mask])
-
-    def lanes_below(self, limit, first=0):
-        """The mask of lanes first + t < limit (``limit`` an i64 value)."""
-        index = ir.Constant(ir.VectorType(self.i64, self.lanes), list(range(first, first + self.lanes)))
-        return self.builder.icmp_signed("<", index, self.splat(limit, ir.VectorType(self.i64, self.lanes)))
-
-    def store(self, value, base, offset):
-        ptr = self.builder.bitcast(self.at(base, offset), self.vec.as_pointer())
-        self.builder.store(value, ptr, align=self.bits // 8)
-
-    def shuffle(self, a, b, lanes):
-        return self.builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(self.i32, len(lanes)), lanes))
-
-    def splat(self, scalar, vec_type=None):
-        vec_type = vec_type or self.vec
-        undef = ir.Constant(vec_type, ir.Undefined)
-        first = self.builder.insert_element(undef, scalar, ir.Constant(self.i32, 0))
-        return self.shuffle(first, undef, [0] * self.lanes)
-
-    def fma(self, a, b, c):
-        return self.builder.call(self._fma, [a, b, c])
-
-
-def _data(context, builder, array_type, value):
-    return context.make_array(array_type)(context, builder, value).data
-
-
-def _no_unroll(module):
-    """Loop metadata that keeps LLVM from unrolling a micro-kernel's loop: its body is already
-    wide, and unrolled copies only cost compile time (the first run compiles every kernel)."""
-    disable = module.add_metadata([ir.MetaDataString(module, "llvm.loop.unroll.disable")])
-    loop_id = module.add_metadata([disable])
-    loop_id.operands = (loop_id,) + tuple(loop_id.operands)  # a loop ID refers to itself
-    return loop_id
-
-
-def _counted_loop(builder, count, carried, body, name):
-    """``for step in range(count)`` carrying the values ``carried``; ``body(step, values)`` returns
-    the next values. Returns the values after the loop (``carried`` when count <= 0)."""
-    i64 = ir.IntType(64)
-    entry = builder.block
-    loop = builder.append_basic_block(f"{name}.loop")
-    done = builder.append_basic_block(f"{name}.done")
-    builder.cbranch(builder.icmp_signed(">", count, ir.Constant(i64, 0)), loop, done)
-    builder.position_at_end(loop)
-    step = builder.phi(i64)
-    step.add_incoming(ir.Constant(i64, 0), entry)
-    phis = []
-    for value in carried:
-        phi = builder.phi(value.type)
-        phi.add_incoming(value, entry)
-        phis.append(phi)
-    updated = body(step, phis)
-    next_step = builder.add(step, ir.Constant(i64, 1))
-    end = builder.block
-    step.add_incoming(next_step, end)
-    for phi, value in zip(phis, updated):
-        phi.add_incoming(value, end)
-    back_edge = builder.cbranch(builder.icmp_signed("<", next_step, count), loop, done)
-    back_edge.set_metadata("llvm.loop", _no_unroll(builder.module))
-    builder.position_at_end(done)
-    results = []
-    for start, value in zip(carried, updated):
-        phi = builder.phi(value.type)
-        phi.add_incoming(start, entry)
-        phi.add_incoming(value, end)
-        results.append(phi)
-    return results
-
-
-def _as_i64(builder, values):
-    i64 = ir.IntType(64)
-    return [builder.sext(v, i64) if v.type.width < 64 else v for v in values]
-
-
-# ----- the broadcast micro-kernel ---------------------------------------------------------------
 def _broadcast_tile_intrinsic(variant):
     """``tile(a, a_off, lda, b, b_off, ldb, k, c, c_off, ldc, rows, width[, extra])``:
     ``c[c_off + i * ldc + j] = sum over kk < k of A(i, kk) * b[b_off + kk * ldb + j]`` for
@@ -171,13 +51,13 @@ def _broadcast_tile_intrinsic(variant):
     gathered, columns = variant == "gathered", variant == "columns"
 
     def codegen(context, builder, signature, args):
-        v = _Vectors(context, builder, signature.args[0].dtype)
-        a_data = _data(context, builder, signature.args[0], args[0])
-        b_data = _data(context, builder, signature.args[3], args[3])
-        c_data = _data(context, builder, signature.args[7], args[7])
-        a_off, lda, b_off, ldb, count, c_off, ldc, rows, width = _as_i64(builder, args[1:3] + args[4:7] + args[8:12])
-        koff_data = _data(context, builder, signature.args[12], args[12]) if gathered else None
-        ak = _as_i64(builder, [args[12]])[0] if columns else None
+        v = Vectors(context, builder, signature.args[0].dtype)
+        a_data = data_pointer(context, builder, signature.args[0], args[0])
+        b_data = data_pointer(context, builder, signature.args[3], args[3])
+        c_data = data_pointer(context, builder, signature.args[7], args[7])
+        a_off, lda, b_off, ldb, count, c_off, ldc, rows, width = as_i64(builder, args[1:3] + args[4:7] + args[8:12])
+        koff_data = data_pointer(context, builder, signature.args[12], args[12]) if gathered else None
+        ak = as_i64(builder, [args[12]])[0] if columns else None
         last = builder.sub(rows, v.const(1))
         a_rows = []
         for i in range(MR):
@@ -197,7 +77,7 @@ def _broadcast_tile_intrinsic(variant):
                 b_vecs = [v.load_first(b_row, j * v.lanes, masks[j]) if masked else v.load(b_row, j * v.lanes)
                           for j in range(2)]
                 if gathered:
-                    offset = _as_i64(builder, [builder.load(v.at(koff_data, kk))])[0]
+                    offset = as_i64(builder, [builder.load(v.at(koff_data, kk))])[0]
                 else:
                     offset = builder.mul(kk, ak) if columns else kk
                 out = []
@@ -206,7 +86,7 @@ def _broadcast_tile_intrinsic(variant):
                     out += [v.fma(a_val, b_vecs[j], accs[2 * i + j]) for j in range(2)]
                 return out
 
-            final = _counted_loop(builder, count, [v.zero] * (2 * MR), step, "masked" if masked else "tile")
+            final = counted_loop(builder, count, [v.zero] * (2 * MR), step, "masked" if masked else "tile")
             for i in range(MR):
                 for j in range(2):
                     if masked:
@@ -271,11 +151,11 @@ def _dot_tile_intrinsic(rows, cols):
         sig = types.void(a, a_off, lda, w, w_off, ldw, k, c, c_off, ldc)
 
         def codegen(context, builder, signature, args):
-            v = _Vectors(context, builder, signature.args[0].dtype)
-            a_data = _data(context, builder, signature.args[0], args[0])
-            w_data = _data(context, builder, signature.args[3], args[3])
-            c_data = _data(context, builder, signature.args[7], args[7])
-            a_off, lda, w_off, ldw, count, c_off, ldc = _as_i64(builder, args[1:3] + args[4:7] + args[8:10])
+            v = Vectors(context, builder, signature.args[0].dtype)
+            a_data = data_pointer(context, builder, signature.args[0], args[0])
+            w_data = data_pointer(context, builder, signature.args[3], args[3])
+            c_data = data_pointer(context, builder, signature.args[7], args[7])
+            a_off, lda, w_off, ldw, count, c_off, ldc = as_i64(builder, args[1:3] + args[4:7] + args[8:10])
             a_rows = [v.at(a_data, builder.add(a_off, builder.mul(v.const(i), lda))) for i in range(rows)]
             w_rows = [v.at(w_data, builder.add(w_off, builder.mul(v.const(j), ldw))) for j in range(cols)]
             full = builder.sdiv(count, v.const(v.lanes))
@@ -289,7 +169,7 @@ def _dot_tile_intrinsic(rows, cols):
                 offset = builder.mul(s, v.const(v.lanes))
                 return multiply_add(accs, lambda row: v.load(row, offset))
 
-            accs = _counted_loop(builder, full, [v.zero] * (rows * cols), step, "dot")
+            accs = counted_loop(builder, full, [v.zero] * (rows * cols), step, "dot")
             tail_start = builder.mul(full, v.const(v.lanes))
             mask = v.lanes_below(builder.sub(count, tail_start))
             before_tail = builder.block

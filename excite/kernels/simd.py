@@ -1,0 +1,131 @@
+"""Building blocks for micro-kernels written as LLVM IR inside numba intrinsics: explicit SIMD vectors.
+
+NumPy-style loops in numba vectorise only when LLVM can prove enough about them; the hot inner
+loops of the convolutions (`gemm`, `depthwise_cl`) are instead emitted directly as vector loads,
+fused multiply-adds and stores, with the accumulators as SSA values (registers) across the loop.
+One vector is VECTOR_BYTES wide (AVX-512); LLVM splits the vectors on narrower machines.
+"""
+from llvmlite import ir
+from numba.core import cgutils
+
+VECTOR_BYTES = 64
+
+
+class Vectors:
+    """IR helpers for one element type: vector type, loads, splats, fused multiply-adds."""
+
+    def __init__(self, context, builder, dtype):
+        self.builder = builder
+        self.bits = dtype.bitwidth
+        self.lanes = VECTOR_BYTES * 8 // self.bits
+        self.elem = context.get_value_type(dtype)
+        self.vec = ir.VectorType(self.elem, self.lanes)
+        self.i32 = ir.IntType(32)
+        self.i64 = ir.IntType(64)
+        self.zero = ir.Constant(self.vec, [0.0] * self.lanes)
+        suffix = f"v{self.lanes}f{self.bits}"
+        module = builder.module
+        self._fma = cgutils.get_or_insert_function(module, ir.FunctionType(self.vec, [self.vec] * 3),
+                                                   f"llvm.fma.{suffix}")
+        mask = ir.VectorType(ir.IntType(1), self.lanes)
+        self._masked_load = cgutils.get_or_insert_function(
+            module, ir.FunctionType(self.vec, [self.vec.as_pointer(), self.i32, mask, self.vec]),
+            f"llvm.masked.load.{suffix}.p0")
+        self._masked_store = cgutils.get_or_insert_function(
+            module, ir.FunctionType(ir.VoidType(), [self.vec, self.vec.as_pointer(), self.i32, mask]),
+            f"llvm.masked.store.{suffix}.p0")
+
+    def const(self, value):
+        return ir.Constant(self.i64, value)
+
+    def at(self, base, offset):
+        return self.builder.gep(base, [offset if isinstance(offset, ir.Value) else self.const(offset)])
+
+    def load(self, base, offset):
+        ptr = self.builder.bitcast(self.at(base, offset), self.vec.as_pointer())
+        return self.builder.load(ptr, align=self.bits // 8)
+
+    def load_first(self, base, offset, mask):
+        """The lanes of ``mask`` from memory, zeros elsewhere (nothing outside the mask is touched)."""
+        ptr = self.builder.bitcast(self.at(base, offset), self.vec.as_pointer())
+        return self.builder.call(self._masked_load, [ptr, ir.Constant(self.i32, self.bits // 8), mask, self.zero])
+
+    def store_masked(self, value, base, offset, mask):
+        ptr = self.builder.bitcast(self.at(base, offset), self.vec.as_pointer())
+        self.builder.call(self._masked_store, [value, ptr, ir.Constant(self.i32, self.bits // 8), mask])
+
+    def lanes_below(self, limit, first=0):
+        """The mask of lanes first + t < limit (``limit`` an i64 value)."""
+        index = ir.Constant(ir.VectorType(self.i64, self.lanes), list(range(first, first + self.lanes)))
+        return self.builder.icmp_signed("<", index, self.splat(limit, ir.VectorType(self.i64, self.lanes)))
+
+    def store(self, value, base, offset):
+        ptr = self.builder.bitcast(self.at(base, offset), self.vec.as_pointer())
+        self.builder.store(value, ptr, align=self.bits // 8)
+
+    def shuffle(self, a, b, lanes):
+        return self.builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(self.i32, len(lanes)), lanes))
+
+    def splat(self, scalar, vec_type=None):
+        vec_type = vec_type or self.vec
+        undef = ir.Constant(vec_type, ir.Undefined)
+        first = self.builder.insert_element(undef, scalar, ir.Constant(self.i32, 0))
+        return self.shuffle(first, undef, [0] * self.lanes)
+
+    def fma(self, a, b, c):
+        return self.builder.call(self._fma, [a, b, c])
+
+
+def data_pointer(context, builder, array_type, value):
+    return context.make_array(array_type)(context, builder, value).data
+
+
+def no_unroll(module):
+    """Loop metadata that keeps LLVM from unrolling a micro-kernel's loop: its body is already
+    wide, and unrolled copies only cost compile time (the first run compiles every kernel)."""
+    disable = module.add_metadata([ir.MetaDataString(module, "llvm.loop.unroll.disable")])
+    loop_id = module.add_metadata([disable])
+    loop_id.operands = (loop_id,) + tuple(loop_id.operands)  # a loop ID refers to itself
+    return loop_id
+
+
+def counted_loop(builder, count, carried, body, name):
+    """``for step in range(count)`` carrying the values ``carried``; ``body(step, values)`` returns
+    the next values. Returns the values after the loop (``carried`` when count <= 0)."""
+    i64 = ir.IntType(64)
+    entry = builder.block
+    loop = builder.append_basic_block(f"{name}.loop")
+    done = builder.append_basic_block(f"{name}.done")
+    builder.cbranch(builder.icmp_signed(">", count, ir.Constant(i64, 0)), loop, done)
+    builder.position_at_end(loop)
+    step = builder.phi(i64)
+    step.add_incoming(ir.Constant(i64, 0), entry)
+    phis = []
+    for value in carried:
+        phi = builder.phi(value.type)
+        phi.add_incoming(value, entry)
+        phis.append(phi)
+    updated = body(step, phis)
+    next_step = builder.add(step, ir.Constant(i64, 1))
+    end = builder.block
+    step.add_incoming(next_step, end)
+    for phi, value in zip(phis, updated):
+        phi.add_incoming(value, end)
+    back_edge = builder.cbranch(builder.icmp_signed("<", next_step, count), loop, done)
+    back_edge.set_metadata("llvm.loop", no_unroll(builder.module))
+    builder.position_at_end(done)
+    results = []
+    for start, value in zip(carried, updated):
+        phi = builder.phi(value.type)
+        phi.add_incoming(start, entry)
+        phi.add_incoming(value, end)
+        results.append(phi)
+    return results
+
+
+def as_i64(builder, values):
+    i64 = ir.IntType(64)
+    return [builder.sext(v, i64) if v.type.width < 64 else v for v in values]
+
+
+# ----- the broadcast micro-kernel ---------------------------------------------------------------
