@@ -49,6 +49,18 @@ class _State:
         # one thread pool at a time: BLAS runs single-threaded and `blas.matmul` splits large
         # products across excite's own threads (two spinning pools on two cores starve each other)
         self.blas_single_threaded = _set_blas_threads(1)
+        self._set_threads_checked = numba.set_num_threads
+
+    def set_num_threads(self, n):
+        """numba's thread count for the calling thread. numba.set_num_threads takes two locks (one a
+        multiprocessing lock) on every call to see whether its pool is up; once it is, the setter
+        behind it is enough (a few microseconds per kernel launch at batch 1)."""
+        self._set_threads_checked(n)
+        from numba.np.ufunc import parallel
+
+        fast = getattr(parallel, "_set_num_threads", None)
+        if fast is not None and getattr(parallel, "_is_initialized", False):
+            self.set_num_threads = fast
 
 
 def _choose_threading_layer(numba):
@@ -156,7 +168,7 @@ class Kernel:
         wanted = state.threads if work_ns is None or work_ns >= PARALLEL_MIN_NS else 1
         fn = self._parallel or self._compile(True)
         if getattr(_local, "threads", None) != wanted:
-            state.numba.set_num_threads(wanted)
+            state.set_num_threads(wanted)
             _local.threads = wanted
         if not state.needs_lock:
             return fn(*args)

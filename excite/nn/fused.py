@@ -72,11 +72,11 @@ def conv_norm_activation(block, input, residual=None):
         return None
     if input.shape[1] != conv.in_channels or isinstance(conv.padding, str):
         return None
-    batch_statistics = norm is not None and (norm.training or norm.running_mean is None)
+    batch_statistics = norm is not None and (norm.training or norm._buffers["running_mean"] is None)
     if residual is not None and not (isinstance(residual, Tensor) and residual.shape == _output_shape(conv, input)):
         return None  # the plain path broadcasts (or raises) as an add would
-    if batch_statistics or _records_graph(input, *block._modules.values()) or (
-            residual is not None and _records_graph(residual)):
+    if batch_statistics or (is_grad_enabled() and (_records_graph(input, *block._modules.values()) or (
+            residual is not None and _records_graph(residual)))):
         if norm is None or activation is None or residual is not None:
             return None
         # training (or a recorded graph): the convolution as usual, then batch norm and the
