@@ -131,9 +131,20 @@ def _depthwise_backward_input(grad, x_shape, w, stride, padding, dilation):
     n, c, h, wd = x_shape
     o, _, kh, kw = w.shape
     flipped_padding = ((kh - 1) * dilation[0] - padding[0], (kw - 1) * dilation[1] - padding[1])
-    if stride == (1, 1) and min(flipped_padding) >= 0:
-        # stride 1: the gradient is the forward convolution of grad with the flipped kernel
-        gx = nhwc(_depthwise_forward(from_nhwc(nhwc(grad)), np.ascontiguousarray(w[:, :, ::-1, ::-1]), None,
+    if min(flipped_padding) >= 0 and max(stride) <= 2:
+        # the gradient is the stride-1 forward convolution of grad with the flipped kernel, after
+        # spreading grad out by the stride (zeros between its pixels, and below / right of them for
+        # input rows no output reads): more multiply-adds than a scatter for stride 2, but on the
+        # compiled row kernels
+        g = nhwc(grad)
+        if stride != (1, 1):
+            oh, ow = g.shape[1:3]
+            rows = h - 2 * flipped_padding[0] + (kh - 1) * dilation[0]  # a stride-1 conv of these gives h rows
+            cols = wd - 2 * flipped_padding[1] + (kw - 1) * dilation[1]
+            spread = np.zeros((n, rows, cols, o), dtype=g.dtype)
+            spread[:, :(oh - 1) * stride[0] + 1:stride[0], :(ow - 1) * stride[1] + 1:stride[1]] = g
+            g = spread
+        gx = nhwc(_depthwise_forward(from_nhwc(g), np.ascontiguousarray(w[:, :, ::-1, ::-1]), None,
                                      (1, 1), flipped_padding, dilation, h, wd))
     else:
         gx = np.empty((n, h, wd, o), dtype=grad.dtype)
