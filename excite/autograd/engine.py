@@ -4,6 +4,7 @@ import threading
 import numpy as np
 
 from ..errors import ExciteError, ShapeError, shape_str
+from ..kernels import buffers
 
 
 def unbroadcast(grad, shape):
@@ -17,6 +18,13 @@ def unbroadcast(grad, shape):
     if axes:
         grad = grad.sum(axis=axes, keepdims=True)
     return grad.reshape(shape)
+
+
+def _sum(a, b):
+    """a + b for two gradients of one tensor (a reused buffer when they are large and alike)."""
+    if a.shape == b.shape and a.dtype == b.dtype and a.nbytes >= buffers.MIN_BYTES:
+        return np.add(a, b, out=buffers.empty_like(a))
+    return a + b
 
 
 def _is_function(edge):
@@ -121,7 +129,7 @@ def run_backward(root, gradient=None, retain_graph=False):
             else:
                 key = id(edge)
                 prev = grads.get(key)
-                grads[key] = gi if prev is None else prev + gi
+                grads[key] = gi if prev is None else _sum(prev, gi)
 
 
 from ..tensor import Tensor  # noqa: E402  (circular: Tensor.backward calls into the engine)

@@ -7,6 +7,7 @@ where a call costs less than a parallel launch. Outputs keep the input's memory 
 import numpy as np
 
 from . import activation_kinds
+from . import buffers
 from .layout import flat, like
 from .threads import LazyModule
 
@@ -35,7 +36,7 @@ def _unary(x, kind_name, out=None):
         x = np.ascontiguousarray(x)
         src = x.reshape(-1)
     if out is None:
-        out = np.empty_like(x)
+        out = buffers.empty_like(x)
     elementwise.activation_forward(src, flat(out), kind, work_ns=x.size * NS_PER_ELEMENT)
     return out
 
@@ -46,7 +47,7 @@ def _binary(grad, saved, kind_code):
         saved = np.ascontiguousarray(saved)
         src = saved.reshape(-1)
     grad = like(grad.astype(saved.dtype, copy=False), saved)
-    out = np.empty_like(saved)
+    out = buffers.empty_like(saved)
     elementwise.activation_backward(flat(grad), src, flat(out), kind_code, work_ns=grad.size * NS_PER_ELEMENT)
     return out
 

@@ -13,6 +13,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from .activation_kinds import IDENTITY
 from . import pointwise
+from . import buffers
 from .blas import matmul
 from .layout import from_nhwc, is_channels_last, nhwc
 from .threads import LazyModule
@@ -120,7 +121,7 @@ def _depthwise_forward(x, w, bias, stride, padding, dilation, oh, ow, scale=None
     b = np.zeros(o, dtype=x.dtype) if bias is None else np.ascontiguousarray(bias, dtype=x.dtype)
     scale = empty if scale is None else np.ascontiguousarray(scale, dtype=x.dtype)
     shift = empty if shift is None else np.ascontiguousarray(shift, dtype=x.dtype)
-    out = np.empty((n, oh, ow, o), dtype=x.dtype)
+    out = buffers.empty((n, oh, ow, o), x.dtype)
     band = -(-oh // -(-DEPTHWISE_TASKS // n))  # several row bands per image when the batch is small
     depthwise_cl.depthwise_forward_cl(xc, _taps_last(w), b, scale, shift, IDENTITY if kind is None else kind, out,
                                       *stride, *padding, *dilation, band, work_ns=out.size * (w[0, 0].size * 0.1 + 0.5))
@@ -141,13 +142,13 @@ def _depthwise_backward_input(grad, x_shape, w, stride, padding, dilation):
             oh, ow = g.shape[1:3]
             rows = h - 2 * flipped_padding[0] + (kh - 1) * dilation[0]  # a stride-1 conv of these gives h rows
             cols = wd - 2 * flipped_padding[1] + (kw - 1) * dilation[1]
-            spread = np.zeros((n, rows, cols, o), dtype=g.dtype)
+            spread = buffers.zeros((n, rows, cols, o), g.dtype)
             spread[:, :(oh - 1) * stride[0] + 1:stride[0], :(ow - 1) * stride[1] + 1:stride[1]] = g
             g = spread
         gx = nhwc(_depthwise_forward(from_nhwc(g), np.ascontiguousarray(w[:, :, ::-1, ::-1]), None,
                                      (1, 1), flipped_padding, dilation, h, wd))
     else:
-        gx = np.empty((n, h, wd, o), dtype=grad.dtype)
+        gx = buffers.empty((n, h, wd, o), grad.dtype)
         depthwise_cl.depthwise_backward_input_cl(nhwc(grad), _taps_last(w), gx, *stride, *padding, *dilation,
                                                  work_ns=grad.size * kh * kw * 0.15)
     if o > c:
@@ -198,7 +199,7 @@ def _pointwise_backward_input(grad, x_shape, w, stride):
         gx = matmul(rows, w.reshape(o, c)).reshape(g.shape[:3] + (c,))
     if stride == (1, 1):
         return gx
-    full = np.zeros((n, h, wd, c), dtype=gx.dtype)
+    full = buffers.zeros((n, h, wd, c), gx.dtype)
     full[:, ::stride[0], ::stride[1]] = gx
     return full
 
@@ -251,6 +252,19 @@ def _dense_forward(x, w, stride, padding, dilation, oh, ow, scale=None, shift=No
     return out
 
 
+def _zero_padded(x, pads):
+    """``np.pad(x, pads)`` (zeros) into a reused buffer."""
+    out = buffers.empty([s + lo + hi for s, (lo, hi) in zip(x.shape, pads)], x.dtype)
+    inner = tuple(slice(lo, lo + s) for s, (lo, _) in zip(x.shape, pads))
+    for axis, (lo, hi) in enumerate(pads):  # only the borders are zeroed
+        if lo:
+            out[(slice(None),) * axis + (slice(0, lo),)] = 0
+        if hi:
+            out[(slice(None),) * axis + (slice(out.shape[axis] - hi, None),)] = 0
+    out[inner] = x
+    return out
+
+
 def implicit_dense_applies(x, w):
     return pointwise.supported(x, w)
 
@@ -262,17 +276,17 @@ def _dense_implicit(x, w, stride, padding, dilation, oh, ow, scale, shift, kind)
     o, _, kh, kw = w.shape
     ph, pw = padding
     if is_channels_last(x):
-        xp = np.pad(nhwc(x), ((0, 0), (ph, ph), (pw, pw), (0, 0)))
+        xp = _zero_padded(nhwc(x), ((0, 0), (ph, ph), (pw, pw), (0, 0)))
         sn, sh, sw, sc = (v // x.itemsize for v in xp.strides)
     else:
-        xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+        xp = _zero_padded(np.ascontiguousarray(x), ((0, 0), (0, 0), (ph, ph), (pw, pw)))
         sn, sc, sh, sw = (v // x.itemsize for v in xp.strides)
     taps = (np.arange(c)[:, None, None] * sc + np.arange(kh)[None, :, None] * (dilation[0] * sh)
             + np.arange(kw)[None, None, :] * (dilation[1] * sw))
     b = np.empty((c * kh * kw, o), x.dtype)
     gemm = pointwise.gemm
     gemm.transpose(np.ascontiguousarray(w.reshape(o, -1)), b, work_ns=b.size)
-    out = np.empty((n, oh, ow, o), x.dtype)
+    out = buffers.empty((n, oh, ow, o), x.dtype)
     scale = np.ones(o, x.dtype) if scale is None else np.ascontiguousarray(scale, dtype=x.dtype)
     shift = np.zeros(o, x.dtype) if shift is None else np.ascontiguousarray(shift, dtype=x.dtype)
     gemm.conv_dense(xp.reshape(-1), taps.reshape(-1).astype(np.int64), b, out, scale, shift, kind, sn,

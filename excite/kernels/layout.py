@@ -8,6 +8,8 @@ the other layout.
 """
 import numpy as np
 
+from . import buffers
+
 
 def is_channels_last(a):
     """True if the 4-D array ``a`` is an NCHW view of C-contiguous NHWC memory."""
@@ -26,7 +28,7 @@ def from_nhwc(a):
 
 def empty_nhwc(n, c, h, w, dtype):
     """An uninitialised channels-last array of NCHW shape [n, c, h, w]."""
-    return np.empty((n, h, w, c), dtype=dtype).transpose(0, 3, 1, 2)
+    return buffers.empty((n, h, w, c), dtype).transpose(0, 3, 1, 2)
 
 
 def flat(a):
@@ -48,6 +50,6 @@ def like(a, template):
     """``a`` with ``template``'s memory layout (a copy only when the layouts differ)."""
     if a.strides == template.strides and flat(a) is not None:
         return a
-    out = np.empty_like(template, dtype=a.dtype)
+    out = buffers.empty_like(template, a.dtype)
     np.copyto(out, a)
     return out

@@ -9,6 +9,7 @@ compiled passes of `batchnorm`; other layouts use NumPy.
 import numpy as np
 
 from . import activation as A
+from . import buffers
 from .activation_kinds import KINDS
 from .layout import like
 from .threads import LazyModule
@@ -89,7 +90,7 @@ def batch_norm_apply(x, scale, shift, activation=None, out=None):
         batchnorm.affine_activation_rows_inplace(rows, scale, shift, _kind(activation), work_ns=rows.size * 0.6)
         return out
     if out is None:
-        out = np.empty_like(x)
+        out = buffers.empty_like(x)
     batchnorm.affine_activation_rows(rows, scale, shift, _rows(out), _kind(activation), work_ns=rows.size * 0.6)
     return out
 
@@ -163,7 +164,7 @@ def _backward_compiled(grad, x, rows, scale, shift, mean, activation):
 
     m, c = rows.shape
     grad = like(grad.astype(x.dtype, copy=False), x)
-    gz = np.empty_like(x)
+    gz = buffers.empty_like(x)
     per_block, n_blocks = _blocks(m, c)
     partial = np.empty((n_blocks, 2, c), dtype=np.float64)
     batchnorm.backward_sums(_rows(grad), rows, np.ascontiguousarray(scale, dtype=x.dtype),

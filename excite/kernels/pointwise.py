@@ -7,6 +7,7 @@ into tasks for the threads. Importable without numba (the kernels load on first 
 import numpy as np
 
 from . import threads
+from . import buffers
 from .activation_kinds import IDENTITY
 from .threads import LazyModule
 
@@ -55,7 +56,7 @@ def pointwise(a, w, scale=None, shift=None, kind=IDENTITY, residual=None, out=No
     shift = np.zeros(n, dtype) if shift is None else np.ascontiguousarray(shift, dtype=dtype)
     residual = np.empty((0, 0), dtype) if residual is None else residual
     if out is None:
-        out = np.empty((m, n), dtype)
+        out = buffers.empty((m, n), dtype)
     if _broadcast_is_faster(m, k, n):
         b = np.empty((k, n), dtype)
         gemm.transpose(w, b, work_ns=k * n * 1.0)
@@ -89,7 +90,7 @@ def input_gradient(grad, w):
     n = w.shape[1]
     dtype = grad.dtype
     return _broadcast(grad, w, np.ones(n, dtype), np.zeros(n, dtype), IDENTITY, np.empty((0, 0), dtype),
-                      np.empty((grad.shape[0], n), dtype))
+                      buffers.empty((grad.shape[0], n), dtype))
 
 
 GRADIENT_CHUNKS = 8  # the weight gradient sums over this many fixed chunks of the pixels (any thread count)

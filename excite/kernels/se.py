@@ -8,6 +8,7 @@ of the five or six full passes the unfused graph makes.
 import numpy as np
 
 from . import activation as A
+from . import buffers
 from .activation_kinds import KINDS
 from .layout import empty_nhwc, is_channels_last, like
 from .pooling import global_avg_pool2d
@@ -51,7 +52,7 @@ def _views(layout, *arrays):
 
 
 def _empty_like(x, layout):
-    return empty_nhwc(*x.shape, x.dtype) if layout == "channels_last" else np.empty(x.shape, x.dtype)
+    return empty_nhwc(*x.shape, x.dtype) if layout == "channels_last" else buffers.empty(x.shape, x.dtype)
 
 
 def se_inference(x, w1, b1, w2, b2, activation="relu", scale_activation="sigmoid"):

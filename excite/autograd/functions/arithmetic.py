@@ -2,16 +2,32 @@
 import numpy as np
 
 from ...errors import InvalidArgumentError, ShapeError, shape_str
+from ...kernels import buffers
 from ..function import Function
+
+
+def _pooled_out(a, b):
+    """A reused buffer (`kernels.buffers`) for ``ufunc(a, b)`` when the result is a large float array
+    of an operand's shape and dtype (in that operand's layout, as NumPy lays it out), else None."""
+    for x, other in ((a, b), (b, a)):
+        if not (isinstance(x, np.ndarray) and x.dtype.kind == "f" and x.nbytes >= buffers.MIN_BYTES):
+            continue
+        shape = np.shape(other)
+        broadcasts_to_x = len(shape) <= x.ndim and all(o in (1, s) for o, s in zip(shape[::-1], x.shape[::-1]))
+        if broadcasts_to_x and np.result_type(a, b) == x.dtype:
+            return buffers.empty_like(x)
+    return None
 
 
 def _elementwise(op, ufunc, a, b):
     """``ufunc(a, b)``; NumPy's broadcasting ValueError becomes a ShapeError naming both shapes.
 
-    Checking after the fact keeps the common path free of a separate broadcast_shapes call.
+    Checking after the fact keeps the common path free of a separate broadcast_shapes call. Large
+    float results go into reused buffers (`kernels.buffers`).
     """
     try:
-        return ufunc(a, b)
+        out = _pooled_out(a, b)
+        return ufunc(a, b) if out is None else ufunc(a, b, out=out)
     except ValueError:
         try:
             np.broadcast_shapes(np.shape(a), np.shape(b))
@@ -45,8 +61,8 @@ class Mul(Function):
 
     def backward(self, g):
         a, b = self.saved_tensors
-        return (g * b if self.needs_input_grad[0] else None,
-                g * a if self.needs_input_grad[1] else None)
+        return (_elementwise("mul", np.multiply, g, b) if self.needs_input_grad[0] else None,
+                _elementwise("mul", np.multiply, g, a) if self.needs_input_grad[1] else None)
 
 
 class Div(Function):
