@@ -81,6 +81,10 @@ CASES = {
     "depthwise_7x7": (2, 3, 9, 9, 3, (7, 7), (2, 1), (3, 1), (1, 1), 3),
     "depthwise_1x3": (2, 5, 6, 7, 5, (1, 3), (1, 1), (0, 1), (1, 1), 5),
     "depthwise_multiplier_2": (2, 3, 7, 8, 6, (3, 3), (1, 1), (1, 1), (1, 1), 3),
+    # wide rows (read in place, border tiles masked), channels past one SIMD vector, row dilation
+    "depthwise_3x3_wide_40ch": (2, 40, 9, 37, 40, (3, 3), (1, 1), (1, 1), (1, 1), 40),
+    "depthwise_5x5_s2_wide": (1, 24, 12, 70, 24, (5, 5), (2, 2), (2, 2), (1, 1), 24),
+    "depthwise_3x3_row_dilated_wide": (1, 20, 11, 36, 20, (3, 3), (1, 1), (2, 1), (2, 1), 20),
     "depthwise_multiplier_3_s2": (1, 2, 9, 9, 6, (5, 5), (2, 2), (2, 2), (1, 1), 2),
     "grouped_2": (2, 6, 7, 7, 4, (3, 3), (1, 1), (1, 1), (1, 1), 2),
     "grouped_3_strided": (1, 9, 8, 9, 6, (3, 1), (2, 1), (1, 0), (1, 1), 3),
@@ -136,7 +140,8 @@ def test_dense_and_depthwise_outputs_are_channels_last(case):
 @pytest.mark.parametrize("activation", [None, "relu", "relu6", "hardswish", "hardsigmoid", "silu", "sigmoid"])
 @pytest.mark.parametrize("case", ["pointwise", "pointwise_strided", "stem_3x3_s2", "dense_3x3_wide",
                                   "dense_5x3_dilated", "depthwise_3x3_s2_odd", "depthwise_5x5_s2", "depthwise_7x7",
-                                  "depthwise_multiplier_2", "grouped_2"])
+                                  "depthwise_multiplier_2", "depthwise_3x3_wide_40ch", "depthwise_5x5_s2_wide",
+                                  "grouped_2"])
 def test_fused_inference_equals_conv_then_batch_norm_then_activation(case, activation, dtype):
     x, w, b, stride, padding, dilation, groups = _arrays(case, dtype)
     rng = np.random.default_rng(2)
