@@ -75,12 +75,12 @@ def empty(shape, dtype):
     """An uninitialised C-contiguous array, from a reused block when it is large."""
     global _total
     dtype = np.dtype(dtype)
-    shape = tuple(int(s) for s in shape)
     nbytes = dtype.itemsize
     for s in shape:
         nbytes *= s
     if nbytes < MIN_BYTES:
         return np.empty(shape, dtype)
+    shape = tuple(int(s) for s in shape)
     size = -(-nbytes // PAGE) * PAGE
     with _lock:
         blocks = _blocks.setdefault(size, [])

@@ -134,18 +134,23 @@ def squeeze_excitation(block, input):
     gate, known_gate = _activation_name(block.scale_activation)
     if not (known_act and known_gate) or act is None or gate is None:
         return None
-    pool, fc1, fc2 = block.avgpool, block.fc1, block.fc2
+    children = block._modules
+    pool, fc1, fc2 = children["avgpool"], children["fc1"], children["fc2"]
     if type(pool) is not AdaptiveAvgPool2d or _hooked(pool) or pool.output_size not in (1, (1, 1)):
         return None
-    for fc in (fc1, fc2):
-        if not _plain_conv(fc) or _hooked(fc) or fc.kernel_size != (1, 1) or fc.groups != 1:
-            return None
-        if _pair(fc.stride) != (1, 1) or _pair(fc.padding) != (0, 0) or _pair(fc.dilation) != (1, 1):
-            return None
-    if not isinstance(input, Tensor) or input.dtype.kind != "f" or fc1.weight.dtype != input.dtype:
+    if not (_unit_conv(fc1) and _unit_conv(fc2)):
         return None
-    return _SqueezeExcitationFunction.apply(input, fc1.weight, fc1.bias, fc2.weight, fc2.bias,
+    w1, w2 = fc1._parameters["weight"], fc2._parameters["weight"]
+    if not isinstance(input, Tensor) or input.dtype.kind != "f" or w1.dtype != input.dtype:
+        return None
+    return _SqueezeExcitationFunction.apply(input, w1, fc1._parameters["bias"], w2, fc2._parameters["bias"],
                                             activation=act, scale_activation=gate)
+
+
+def _unit_conv(fc):
+    """A plain 1x1 Conv2d: stride 1, no padding or dilation, one group, no hooks."""
+    return (_plain_conv(fc) and not _hooked(fc) and fc.kernel_size == (1, 1) and fc.groups == 1
+            and fc.stride in ((1, 1), 1) and fc.padding in ((0, 0), 0) and fc.dilation in ((1, 1), 1))
 
 
 def residual_block(block, input, stochastic_depth=None):
