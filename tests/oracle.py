@@ -98,3 +98,15 @@ def distinct(*shape, seed=0):
     """Values with no ties and gaps of at least 0.1 (for max/amax/max_pool away from ties)."""
     n = int(np.prod(shape))
     return np.random.default_rng(seed).permutation(n).reshape(shape) * 0.1 - n * 0.05
+
+
+# the activations by definition, in float64 NumPy: the reference for compiled epilogues
+REFERENCE_ACTIVATIONS = {
+    None: lambda z: z,
+    "relu": lambda z: np.maximum(z, 0),
+    "relu6": lambda z: np.clip(z, 0, 6),
+    "hardswish": lambda z: z * np.clip(z + 3, 0, 6) / 6,
+    "hardsigmoid": lambda z: np.clip(z + 3, 0, 6) / 6,
+    "silu": lambda z: z / (1 + np.exp(-z)),
+    "sigmoid": lambda z: 1 / (1 + np.exp(-z)),
+}

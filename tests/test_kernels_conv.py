@@ -9,7 +9,7 @@ import pytest
 from excite.kernels import conv as K
 from excite.kernels.fused import conv_bn_act_inference
 from excite.kernels.layout import is_channels_last
-from oracle import assert_close
+from oracle import REFERENCE_ACTIVATIONS, assert_close
 
 TOL = {np.float32: dict(rtol=1e-5, atol=1e-5), np.float64: dict(rtol=1e-10, atol=1e-10)}
 
@@ -152,7 +152,7 @@ def test_fused_inference_equals_conv_then_batch_norm_then_activation(case, activ
     scale = norm[2].astype(np.float64) / np.sqrt(norm[1].astype(np.float64) + eps)
     z = (reference_conv2d(x, w, b, stride, padding, dilation, groups) - norm[0][None, :, None, None]) \
         * scale[None, :, None, None] + norm[3][None, :, None, None]
-    expected = _REFERENCE_ACTIVATIONS[activation](z)
+    expected = REFERENCE_ACTIVATIONS[activation](z)
     out = conv_bn_act_inference(x, w, b, stride, padding, dilation, groups, norm, activation)
     assert_close(out, expected, f"fused conv + batch norm + {activation}", **TOL[dtype])
     residual = rng.standard_normal(expected.shape).astype(dtype)
@@ -162,21 +162,12 @@ def test_fused_inference_equals_conv_then_batch_norm_then_activation(case, activ
     out = conv_bn_act_inference(x, w, b, stride, padding, dilation, groups, no_affine, activation)
     z = (reference_conv2d(x, w, b, stride, padding, dilation, groups) - norm[0][None, :, None, None]) \
         / np.sqrt(norm[1].astype(np.float64) + eps)[None, :, None, None]
-    assert_close(out, _REFERENCE_ACTIVATIONS[activation](z), f"fused conv + batch norm without affine", **TOL[dtype])
+    assert_close(out, REFERENCE_ACTIVATIONS[activation](z), f"fused conv + batch norm without affine", **TOL[dtype])
     plain = conv_bn_act_inference(x, w, None, stride, padding, dilation, groups, None, activation)
-    expected_plain = _REFERENCE_ACTIVATIONS[activation](reference_conv2d(x, w, None, stride, padding, dilation, groups))
+    expected_plain = REFERENCE_ACTIVATIONS[activation](reference_conv2d(x, w, None, stride, padding, dilation, groups))
     assert_close(plain, expected_plain, f"fused conv + {activation}", **TOL[dtype])
 
 
-_REFERENCE_ACTIVATIONS = {
-    None: lambda z: z,
-    "relu": lambda z: np.maximum(z, 0),
-    "relu6": lambda z: np.clip(z, 0, 6),
-    "hardswish": lambda z: z * np.clip(z + 3, 0, 6) / 6,
-    "hardsigmoid": lambda z: np.clip(z + 3, 0, 6) / 6,
-    "silu": lambda z: z / (1 + np.exp(-z)),
-    "sigmoid": lambda z: 1 / (1 + np.exp(-z)),
-}
 
 
 @pytest.mark.parametrize("case", ["depthwise_3x3_s2_odd", "depthwise_multiplier_2", "stem_3x3_s2", "grouped_3_strided"])

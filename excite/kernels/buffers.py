@@ -52,13 +52,18 @@ def _view(raw, nbytes, shape, dtype):
     return raw[:nbytes].view(dtype).reshape(shape)
 
 
-def _evict(needed):
-    """Drop free blocks, oldest first, until ``needed`` more bytes fit under the limit."""
+def _drop_free(needed=None):
+    """Drop free blocks, oldest first: all of them, or (``needed`` bytes) until that many more fit
+    under the limit. Returns whether they fit. (Indexing only: a loop variable would hold a reference.)"""
     global _total
+
+    def fits():
+        return needed is not None and _total + needed <= LIMIT_BYTES
+
     for size in list(_blocks):
         blocks = _blocks[size]
         i = 0
-        while i < len(blocks) and _total + needed > LIMIT_BYTES:
+        while i < len(blocks) and not fits():
             if _references(blocks, i) <= _FREE:
                 blocks.pop(i)
                 _total -= size
@@ -66,9 +71,9 @@ def _evict(needed):
                 i += 1
         if not blocks:
             del _blocks[size]
-        if _total + needed <= LIMIT_BYTES:
+        if fits():
             return True
-    return _total + needed <= LIMIT_BYTES
+    return fits()
 
 
 def empty(shape, dtype):
@@ -88,7 +93,7 @@ def empty(shape, dtype):
             if _references(blocks, i) <= _FREE:
                 blocks.append(blocks.pop(i))  # most recently used last: evicted last
                 return _view(blocks[-1], nbytes, shape, dtype)
-        if _total + size > LIMIT_BYTES and not _evict(size):
+        if _total + size > LIMIT_BYTES and not _drop_free(size):
             if not blocks:
                 del _blocks[size]
             return np.empty(shape, dtype)
@@ -122,16 +127,5 @@ def pooled_bytes():
 
 def clear():
     """Drop every free block (blocks in use stay until their arrays are gone)."""
-    global _total
     with _lock:
-        for size in list(_blocks):
-            blocks = _blocks[size]
-            i = 0
-            while i < len(blocks):  # (indexing only: a loop variable would hold a reference)
-                if _references(blocks, i) <= _FREE:
-                    blocks.pop(i)
-                    _total -= size
-                else:
-                    i += 1
-            if not blocks:
-                del _blocks[size]
+        _drop_free()

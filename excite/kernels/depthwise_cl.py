@@ -10,7 +10,7 @@ from numba.extending import intrinsic
 
 from .elementwise import epilogue_rows
 from .scalar_math import IDENTITY
-from .simd import VECTOR_BYTES, Vectors, as_i64, data_pointer
+from .simd import VECTOR_BYTES, Vectors, as_i64, data_pointer, only_if
 from .threads import helper, inline_helper, kernel
 
 
@@ -80,17 +80,8 @@ def _row_intrinsic(kh, kw, stride):
                 if plain_loads:
                     accs = kernel_row(i, accs)
                     continue
-                before = builder.block
-                with builder.if_then(bit(row_bits, i)):  # rows outside the image add nothing
-                    updated = kernel_row(i, accs)
-                    inside = builder.block
-                merged = []
-                for old, new in zip(accs, updated):
-                    phi = builder.phi(v.vec)
-                    phi.add_incoming(old, before)
-                    phi.add_incoming(new, inside)
-                    merged.append(phi)
-                accs = merged
+                # rows outside the image add nothing
+                accs = only_if(builder, bit(row_bits, i), accs, lambda values, i=i: kernel_row(i, values))
             for p in range(PIXELS):
                 target = v.at(out, builder.add(o_off, builder.mul(v.const(p), ch)))
                 if plain_stores:

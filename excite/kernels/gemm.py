@@ -22,7 +22,7 @@ from numba import prange, types
 from numba.extending import intrinsic
 
 from .elementwise import affine_activation_block
-from .simd import VECTOR_BYTES, Vectors, as_i64, counted_loop, data_pointer
+from .simd import VECTOR_BYTES, Vectors, as_i64, counted_loop, data_pointer, only_if
 from .threads import helper, inline_helper, kernel
 
 MR = 6  # rows per broadcast tile (by two vectors of columns: 12 accumulators)
@@ -172,17 +172,8 @@ def _dot_tile_intrinsic(rows, cols):
             accs = counted_loop(builder, full, [v.zero] * (rows * cols), step, "dot")
             tail_start = builder.mul(full, v.const(v.lanes))
             mask = v.lanes_below(builder.sub(count, tail_start))
-            before_tail = builder.block
-            with builder.if_then(builder.icmp_signed("<", tail_start, count)):
-                with_tail = multiply_add(accs, lambda row: v.load_first(row, tail_start, mask))
-                tail_end = builder.block
-            merged = []
-            for plain, tailed in zip(accs, with_tail):
-                phi = builder.phi(v.vec)
-                phi.add_incoming(plain, before_tail)
-                phi.add_incoming(tailed, tail_end)
-                merged.append(phi)
-            accs = merged
+            accs = only_if(builder, builder.icmp_signed("<", tail_start, count), accs,
+                           lambda values: multiply_add(values, lambda row: v.load_first(row, tail_start, mask)))
 
             levels, order = _folding_plan(rows * cols, v.lanes)
             for lo, hi in levels:

@@ -114,13 +114,18 @@ def counted_loop(builder, count, carried, body, name):
     back_edge = builder.cbranch(builder.icmp_signed("<", next_step, count), loop, done)
     back_edge.set_metadata("llvm.loop", no_unroll(builder.module))
     builder.position_at_end(done)
-    results = []
-    for start, value in zip(carried, updated):
-        phi = builder.phi(value.type)
-        phi.add_incoming(start, entry)
-        phi.add_incoming(value, end)
-        results.append(phi)
-    return results
+    return merge(builder, carried, entry, updated, end)
+
+
+def merge(builder, firsts, first_block, seconds, second_block):
+    """Phi nodes: each value is ``firsts[i]`` coming from ``first_block``, ``seconds[i]`` from ``second_block``."""
+    merged = []
+    for first, second in zip(firsts, seconds):
+        phi = builder.phi(first.type)
+        phi.add_incoming(first, first_block)
+        phi.add_incoming(second, second_block)
+        merged.append(phi)
+    return merged
 
 
 def as_i64(builder, values):
@@ -129,3 +134,12 @@ def as_i64(builder, values):
 
 
 # ----- the broadcast micro-kernel ---------------------------------------------------------------
+
+
+def only_if(builder, condition, values, body):
+    """``body(values)`` where ``condition`` holds, ``values`` unchanged elsewhere (phi-merged)."""
+    before = builder.block
+    with builder.if_then(condition):
+        updated = body(values)
+        inside = builder.block
+    return merge(builder, values, before, updated, inside)
