@@ -1,12 +1,16 @@
 """2-D convolution kernels (NCHW shapes) on plain arrays: forward, grad of input, grad of weight.
 
 Which algorithm runs depends on the convolution's kind:
-- depthwise (groups == in_channels): compiled channels-last kernels (`depthwise_cl`);
-- dense 1x1: one BLAS product over the channels-last pixels (strided 1x1: slice first);
-- other dense: per-image im2col + BLAS (from NCHW planes for the 3-channel stem);
+- depthwise (groups == in_channels): compiled channels-last kernels (`depthwise_cl`); the input
+  gradient is the forward convolution of the (spread-out, for stride 2) gradient with the
+  flipped kernel;
+- dense 1x1: one compiled matrix product over the channels-last pixels (`pointwise`; strided 1x1:
+  slice first), the gradients as products too;
+- other dense: the compiled implicit product, taps gathered from a padded copy (`gemm.conv_dense`);
+  its gradients per-image im2col + BLAS;
 - grouped: per-group im2col views + BLAS in NCHW.
-The first three return channels-last arrays (see `layout`); every kernel accepts any layout.
-Large products run on excite's threads (`blas.matmul`).
+float32 / float64 take the compiled paths; other dtypes im2col + BLAS (`blas.matmul`). The first
+three return channels-last arrays (see `layout`); every kernel accepts any layout.
 """
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
