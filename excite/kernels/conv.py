@@ -289,7 +289,7 @@ def _dense_implicit(x, w, stride, padding, dilation, oh, ow, scale, shift, kind)
             + np.arange(kw)[None, None, :] * (dilation[1] * sw))
     b = np.empty((c * kh * kw, o), x.dtype)
     gemm = pointwise.gemm
-    gemm.transpose(np.ascontiguousarray(w.reshape(o, -1)), b, work_ns=b.size)
+    np.copyto(b, w.reshape(o, -1).T)
     out = buffers.empty((n, oh, ow, o), x.dtype)
     scale = np.ones(o, x.dtype) if scale is None else np.ascontiguousarray(scale, dtype=x.dtype)
     shift = np.zeros(o, x.dtype) if shift is None else np.ascontiguousarray(shift, dtype=x.dtype)

@@ -58,16 +58,16 @@ def _row_intrinsic(kh, kw, stride):
         def bit(bits, i):
             return builder.icmp_signed("!=", builder.and_(bits, v.const(1 << i)), v.const(0))
 
-        def emit(plain_loads, plain_stores):
+        def emit(plain):
             def load(base, offset, valid=None):
-                if plain_loads:
+                if plain:
                     return v.load(base, offset)
                 return v.load_first(base, offset, mask if valid is None else builder.select(valid, mask, none))
 
             def kernel_row(i, accs):
                 row = v.at(x, builder.add(x_off, builder.mul(builder.mul(v.const(i), dh), ld)))
                 weights = [load(v.at(w, w_off), builder.mul(v.const(i * kw + j), ch)) for j in range(kw)]
-                inputs = [load(row, builder.mul(v.const(col), ch), None if plain_loads else bit(col_bits, col))
+                inputs = [load(row, builder.mul(v.const(col), ch), None if plain else bit(col_bits, col))
                           for col in range(columns)]
                 accs = list(accs)
                 for p in range(PIXELS):
@@ -77,34 +77,31 @@ def _row_intrinsic(kh, kw, stride):
 
             accs = [load(v.at(bias, w_off), 0)] * PIXELS
             for i in range(kh):
-                if plain_loads:
+                if plain:
                     accs = kernel_row(i, accs)
                     continue
                 # rows outside the image add nothing
                 accs = only_if(builder, bit(row_bits, i), accs, lambda values, i=i: kernel_row(i, values))
             for p in range(PIXELS):
                 target = v.at(out, builder.add(o_off, builder.mul(v.const(p), ch)))
-                if plain_stores:
+                if plain:
                     v.store(accs[p], target, 0)
                 else:
                     keep = builder.icmp_signed("<", v.const(p), pixels)
                     v.store_masked(accs[p], target, 0, builder.select(keep, mask, none))
 
-        # every tap inside (the image or a padded copy) and a full vector of channels: plain loads;
-        # all pixels as well: plain stores
+        # whole tiles (every tap inside the image or padded copy, all pixels, a full vector of
+        # channels) take plain loads and stores; the others mask them (two bodies, not three: each
+        # one more is compile time on the first run)
         inside = builder.and_(builder.and_(builder.icmp_signed("==", row_bits, v.const((1 << kh) - 1)),
                                            builder.icmp_signed("==", col_bits, v.const((1 << columns) - 1))),
                               builder.icmp_signed("==", count, v.const(v.lanes)))
         whole = builder.and_(inside, builder.icmp_signed("==", pixels, v.const(PIXELS)))
         with builder.if_else(whole) as (then, otherwise):
             with then:
-                emit(True, True)
+                emit(True)
             with otherwise:
-                with builder.if_else(inside) as (then2, otherwise2):
-                    with then2:
-                        emit(True, False)
-                    with otherwise2:
-                        emit(False, False)
+                emit(False)
         return context.get_dummy_value()
 
     @intrinsic

@@ -8,7 +8,7 @@ pixels [N, P, C] or planes [N, C, P].
 import numpy as np
 from numba import prange
 
-from .activation_kinds import IDENTITY
+from .channel_reduce import vector_sum
 from .gemm import dot_block
 from .threads import kernel
 
@@ -29,7 +29,6 @@ def se_inference(x, channels_last, w1, b1, w2, b2, kind1, kind2, out):
     # plain (not literal) integers, so every call below shares one compiled dot_block with matmul_dot
     zero = n_img - n_img
     one = zero + 1
-    identity = zero + IDENTITY
     # one task per image (numba would make each array expression outside a prange a parallel
     # region of its own, so the small copies inside dot_block stay in here)
     for n in prange(n_img):
@@ -44,10 +43,9 @@ def se_inference(x, channels_last, w1, b1, w2, b2, kind1, kind2, out):
                     sums[c] += row[c]
             for c in range(ch):
                 pooled[0, c] = sums[c] / pixels
-        else:  # each plane dotted with a row of 1 / P: the mean, with vectorised partial sums
-            mean = np.full((1, pixels), 1.0 / pixels, dtype=x.dtype)
-            dot_block(img, mean, pooled.reshape(ch, 1), np.ones(1, dtype=x.dtype), np.zeros(1, dtype=x.dtype),
-                      no_residual, identity, zero, ch, zero, one)
+        else:
+            for c in range(ch):
+                pooled[0, c] = vector_sum(img[c], img[c, :0]) / pixels
         hidden = np.empty((1, squeeze), dtype=x.dtype)
         dot_block(pooled, w1, hidden, np.ones(squeeze, dtype=x.dtype), b1, no_residual, kind1, zero, one, zero,
                   squeeze)

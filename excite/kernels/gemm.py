@@ -193,7 +193,6 @@ def _dot_tile_intrinsic(rows, cols):
 
 _dot_tile = _dot_tile_intrinsic(DOT, DOT)
 _dot_row = _dot_tile_intrinsic(1, DOT * DOT)  # one row against 16 weight rows: matrix-vector products
-_dot_column = _dot_tile_intrinsic(DOT * DOT, 1)  # 16 rows against one weight row
 
 
 # ----- drivers ----------------------------------------------------------------------------------
@@ -243,16 +242,13 @@ def matmul_broadcast(a, b, out, scale, shift, residual, kind, row_block, panel_g
 def dot_block(a, w, out, scale, shift, residual, kind, r0, r1, n0, n1):
     """Rows r0..r1 by columns n0..n1 of ``out = act(a @ w.T * scale + shift) + residual`` (serial).
 
-    Blocks of DOT rows and columns or more use DOT x DOT tiles; fewer rows, one row by 16 columns
-    at a time; fewer columns, 16 rows by one column.
+    Blocks of DOT rows or more use DOT x DOT tiles; fewer rows, one row by 16 columns at a time.
     """
     k = a.shape[1]
     n = w.shape[0]
     tile_rows, tile_cols = DOT, DOT
     if r1 - r0 < DOT:
         tile_rows, tile_cols = 1, DOT * DOT
-    elif n1 - n0 < DOT:
-        tile_rows, tile_cols = DOT * DOT, 1
     tile = np.empty((tile_rows, tile_cols), dtype=a.dtype)
     # edge tiles read zero-padded copies of the last rows / columns, made once
     rows_pad = np.zeros((tile_rows, k), dtype=a.dtype)
@@ -269,12 +265,10 @@ def dot_block(a, w, out, scale, shift, residual, kind, r0, r1, n0, n1):
             rows, rows_off = (a, r * k) if count == tile_rows else (rows_pad, 0)
             full = count == tile_rows and width == tile_cols
             dst, dst_off, ldc = (out, r * n + c, n) if full else (tile, 0, tile_cols)
-            if tile_rows == tile_cols:
+            if tile_rows == DOT:
                 _dot_tile(rows, rows_off, k, cols, cols_off, k, k, dst, dst_off, ldc)
-            elif tile_rows == 1:
-                _dot_row(rows, rows_off, k, cols, cols_off, k, k, dst, dst_off, ldc)
             else:
-                _dot_column(rows, rows_off, k, cols, cols_off, k, k, dst, dst_off, ldc)
+                _dot_row(rows, rows_off, k, cols, cols_off, k, k, dst, dst_off, ldc)
             if not full:
                 out[r:r + count, c:c + width] = tile[:count, :width]
     _epilogue(out, r0, r1, n0, n1, scale, shift, residual, kind)
@@ -294,22 +288,6 @@ def matmul_dot(a, w, out, scale, shift, residual, kind, row_block, col_group):
         r0 = (task // groups) * row_block
         n0 = (task % groups) * col_group
         dot_block(a, w, out, scale, shift, residual, kind, r0, min(m, r0 + row_block), n0, min(n, n0 + col_group))
-
-
-@kernel
-def transpose(src, dst):
-    """dst[j, i] = src[i, j] for C-contiguous 2-D arrays, in 16 x 16 blocks."""
-    rows, cols = src.shape
-    blocks = (cols + 15) // 16
-    for bj in prange(blocks):
-        j0 = bj * 16
-        j1 = min(cols, j0 + 16)
-        for i0 in range(0, rows, 16):
-            i1 = min(rows, i0 + 16)
-            for j in range(j0, j1):
-                d = dst[j]
-                for i in range(i0, i1):
-                    d[i] = src[i, j]
 
 
 @kernel
