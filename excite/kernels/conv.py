@@ -273,11 +273,11 @@ def implicit_dense_applies(x, w):
     return pointwise.supported(x, w)
 
 
-def _dense_implicit(x, w, stride, padding, dilation, oh, ow, scale, shift, kind):
-    """The compiled implicit matrix product: no im2col copy, the taps gathered from a zero-padded
-    copy of the input in its own layout (channels-last, or NCHW for the stem)."""
-    n, c, h, wd = x.shape
-    o, _, kh, kw = w.shape
+def _padded_taps(x, w_shape, padding, dilation):
+    """(flat zero-padded copy of x in its own layout (channels-last, or NCHW for the stem), element
+    offsets of one image / row / column in it, and each tap's offset in (c, i, j) order)."""
+    c = x.shape[1]
+    kh, kw = w_shape[2:]
     ph, pw = padding
     if is_channels_last(x):
         xp = _zero_padded(nhwc(x), ((0, 0), (ph, ph), (pw, pw), (0, 0)))
@@ -287,15 +287,35 @@ def _dense_implicit(x, w, stride, padding, dilation, oh, ow, scale, shift, kind)
         sn, sc, sh, sw = (v // x.itemsize for v in xp.strides)
     taps = (np.arange(c)[:, None, None] * sc + np.arange(kh)[None, :, None] * (dilation[0] * sh)
             + np.arange(kw)[None, None, :] * (dilation[1] * sw))
+    return xp.reshape(-1), (sn, sh, sw), taps.reshape(-1).astype(np.int64)
+
+
+def _dense_implicit(x, w, stride, padding, dilation, oh, ow, scale, shift, kind):
+    """The compiled implicit matrix product: no im2col copy, the taps gathered from a zero-padded
+    copy of the input."""
+    n, c = x.shape[:2]
+    o, _, kh, kw = w.shape
+    xp, (sn, sh, sw), taps = _padded_taps(x, w.shape, padding, dilation)
     b = np.empty((c * kh * kw, o), x.dtype)
-    gemm = pointwise.gemm
     np.copyto(b, w.reshape(o, -1).T)
     out = buffers.empty((n, oh, ow, o), x.dtype)
     scale = np.ones(o, x.dtype) if scale is None else np.ascontiguousarray(scale, dtype=x.dtype)
     shift = np.zeros(o, x.dtype) if shift is None else np.ascontiguousarray(shift, dtype=x.dtype)
-    gemm.conv_dense(xp.reshape(-1), taps.reshape(-1).astype(np.int64), b, out, scale, shift, kind, sn,
-                    stride[0] * sh, stride[1] * sw, work_ns=out.size * c * kh * kw * pointwise.NS_PER_MADD)
+    pointwise.gemm.conv_dense(xp, taps, b, out, scale, shift, kind, sn, stride[0] * sh, stride[1] * sw,
+                              work_ns=out.size * c * kh * kw * pointwise.NS_PER_MADD)
     return out
+
+
+def _dense_implicit_backward_weight(grad, x, w_shape, stride, padding, dilation):
+    """The weight gradient as one compiled product: the taps of every output pixel gathered (in
+    parallel) into rows, then grad.T @ rows over fixed pixel chunks."""
+    o, c, kh, kw = w_shape
+    g = nhwc(grad)
+    n, oh, ow = g.shape[:3]
+    xp, (sn, sh, sw), taps = _padded_taps(x, w_shape, padding, dilation)
+    rows = buffers.empty((n * oh * ow, c * kh * kw), x.dtype)
+    pointwise.gemm.gather_taps(xp, taps, rows, sn, stride[0] * sh, stride[1] * sw, oh, ow, work_ns=rows.size * 0.5)
+    return pointwise.weight_gradient(g.reshape(-1, o), rows).reshape(w_shape)
 
 
 def _dense_forward_planar(x, w, stride, padding, dilation, oh, ow):
@@ -340,6 +360,9 @@ def _dense_backward_input(grad, x_shape, w, stride, padding, dilation):
 
 def _dense_backward_weight(grad, x, w_shape, stride, padding, dilation):
     o, c, kh, kw = w_shape
+    if implicit_dense_applies(x, grad):
+        return _dense_implicit_backward_weight(grad.astype(x.dtype, copy=False), x, w_shape, stride, padding,
+                                               dilation)
     g = nhwc(grad)
     oh, ow = g.shape[1:3]
     xp = _padded_nhwc(x, padding)

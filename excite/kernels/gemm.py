@@ -348,3 +348,17 @@ def matmul_at_b(a, b, partial, k_block):
                         src = tile[i]
                         for j in range(width):
                             out[col + j] += src[j]
+
+
+@kernel
+def gather_taps(xp, koff, rows, sn, sh, sw, oh, ow):
+    """rows[m, t] = xp[n*sn + oy*sh + ox*sw + koff[t]] for output pixel m = (n, oy, ox): the im2col
+    rows of a dense convolution's weight gradient, from the zero-padded input."""
+    pixels, k = rows.shape
+    per_image = oh * ow
+    for m in prange(pixels):
+        img, r = m // per_image, m % per_image
+        base = img * sn + (r // ow) * sh + (r % ow) * sw
+        row = rows[m]
+        for t in range(k):
+            row[t] = xp[base + koff[t]]
