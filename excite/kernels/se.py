@@ -8,14 +8,13 @@ of the five or six full passes the unfused graph makes.
 import numpy as np
 
 from . import activation as A
-from . import buffers
+from . import buffers, pointwise
 from .activation_kinds import KINDS
 from .layout import empty_nhwc, is_channels_last, like
 from .pooling import global_avg_pool2d
 from .threads import LazyModule
 
 channel_reduce = LazyModule("channel_reduce")  # compiled kernels: numba loads on first use
-excitation = LazyModule("excitation")
 
 COMPILED_MIN_SIZE = 1 << 12
 
@@ -56,17 +55,31 @@ def _empty_like(x, layout):
 
 
 def se_inference(x, w1, b1, w2, b2, activation="relu", scale_activation="sigmoid"):
-    """The output of `se_forward` without the cache for backward: one compiled call when it applies."""
+    """The output of `se_forward` without the cache for backward: the pooling, both layers as compiled
+    products with the bias and activation in their epilogue (`pointwise`), and the compiled gate."""
     layout = _layout(x)
     if layout is None or not (w1.dtype == w2.dtype == x.dtype) or not {activation, scale_activation} <= KINDS.keys():
         return se_forward(x, w1, b1, w2, b2, activation, scale_activation)[0]
+    hidden = pointwise.pointwise(_pooled(x, layout), w1, None, b1, KINDS[activation])
+    gate = pointwise.pointwise(hidden, w2, None, b2, KINDS[scale_activation])
+    return _gated(x, gate, layout)
+
+
+def _pooled(x, layout):
+    """[N, C] channel means of x (``layout`` from `_layout`)."""
+    n, c = x.shape[:2]
+    pooled = np.empty((n, c), dtype=x.dtype)
+    means = channel_reduce.channel_means if layout == "channels_last" else channel_reduce.plane_means
+    means(*_views(layout, x), pooled, work_ns=x.size * 0.3)
+    return pooled
+
+
+def _gated(x, gate, layout):
+    """x * gate[n, c] through the compiled gate, in x's layout."""
     out = _empty_like(x, layout)
-    x3, out3 = _views(layout, x, out)
-    b1 = np.zeros(w1.shape[0], x.dtype) if b1 is None else np.ascontiguousarray(b1, dtype=x.dtype)
-    b2 = np.zeros(w2.shape[0], x.dtype) if b2 is None else np.ascontiguousarray(b2, dtype=x.dtype)
-    excitation.se_inference(x3, layout == "channels_last", np.ascontiguousarray(_matrix(w1)), b1,
-                            np.ascontiguousarray(_matrix(w2)), b2, KINDS[activation], KINDS[scale_activation], out3,
-                            work_ns=x.size * 0.5)
+    gate_forward = channel_reduce.gate_forward if layout == "channels_last" else channel_reduce.plane_gate
+    gate_forward(*_views(layout, x), np.ascontiguousarray(gate, dtype=x.dtype), *_views(layout, out),
+                 work_ns=x.size * 0.3)
     return out
 
 
@@ -74,11 +87,7 @@ def se_forward(x, w1, b1, w2, b2, activation="relu", scale_activation="sigmoid")
     """Returns (out, cache); ``cache`` holds the small [N, C] / [N, S] intermediates for backward."""
     n, c = x.shape[:2]
     layout = _layout(x)
-    if layout == "planes":
-        pooled = np.empty((n, c), dtype=x.dtype)
-        channel_reduce.plane_means(x.reshape(n, c, -1), pooled, work_ns=x.size * 0.3)
-    else:
-        pooled = global_avg_pool2d(x).reshape(n, c)
+    pooled = global_avg_pool2d(x).reshape(n, c) if layout is None else _pooled(x, layout)
     z1 = pooled @ _matrix(w1).T
     if b1 is not None:
         z1 += b1
@@ -89,11 +98,7 @@ def se_forward(x, w1, b1, w2, b2, activation="relu", scale_activation="sigmoid")
     gate = _FORWARD[scale_activation](z2)
     if layout is None:
         return x * gate.reshape(n, c, 1, 1), (pooled, z1, a1, z2, gate)
-    out = _empty_like(x, layout)
-    gate_forward = channel_reduce.gate_forward if layout == "channels_last" else channel_reduce.plane_gate
-    gate_forward(*_views(layout, x), np.ascontiguousarray(gate, dtype=x.dtype), *_views(layout, out),
-                 work_ns=x.size * 0.3)
-    return out, (pooled, z1, a1, z2, gate)
+    return _gated(x, gate, layout), (pooled, z1, a1, z2, gate)
 
 
 def se_backward(grad, x, w1, w2, cache, activation="relu", scale_activation="sigmoid"):
