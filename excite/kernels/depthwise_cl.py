@@ -10,7 +10,7 @@ from numba.extending import intrinsic
 
 from .elementwise import epilogue_rows
 from .scalar_math import IDENTITY
-from .simd import VECTOR_BYTES, Vectors, as_i64, data_pointer, only_if
+from .simd import VECTOR_BYTES, Vectors, as_i64, data_pointer, only_if, specialised
 from .threads import helper, inline_helper, kernel
 
 
@@ -97,11 +97,7 @@ def _row_intrinsic(kh, kw, stride):
                                            builder.icmp_signed("==", col_bits, v.const((1 << columns) - 1))),
                               builder.icmp_signed("==", count, v.const(v.lanes)))
         whole = builder.and_(inside, builder.icmp_signed("==", pixels, v.const(PIXELS)))
-        with builder.if_else(whole) as (then, otherwise):
-            with then:
-                emit(True)
-            with otherwise:
-                emit(False)
+        specialised(builder, whole, emit)
         return context.get_dummy_value()
 
     @intrinsic

@@ -22,7 +22,7 @@ from numba import prange, types
 from numba.extending import intrinsic
 
 from .elementwise import affine_activation_block
-from .simd import VECTOR_BYTES, Vectors, as_i64, counted_loop, data_pointer, only_if
+from .simd import VECTOR_BYTES, Vectors, as_i64, counted_loop, data_pointer, only_if, specialised
 from .threads import helper, inline_helper, kernel
 
 MR = 6  # rows per broadcast tile (by two vectors of columns: 12 accumulators)
@@ -96,11 +96,7 @@ def _broadcast_tile_intrinsic(variant):
 
         # full tiles take plain loads and stores (masked ones cost more on some CPUs)
         full = builder.and_(builder.icmp_signed("==", rows, v.const(MR)), builder.icmp_signed("==", width, v.const(2 * v.lanes)))
-        with builder.if_else(full) as (then, otherwise):
-            with then:
-                emit(False)
-            with otherwise:
-                emit(True)
+        specialised(builder, full, lambda plain: emit(not plain))
         return context.get_dummy_value()
 
     if variant == "rows":

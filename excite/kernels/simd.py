@@ -143,3 +143,13 @@ def only_if(builder, condition, values, body):
         updated = body(values)
         inside = builder.block
     return merge(builder, values, before, updated, inside)
+
+
+def specialised(builder, condition, emit):
+    """``emit(True)`` where ``condition`` holds, ``emit(False)`` elsewhere: two versions of a body, one
+    for the common case (plain loads and stores) and one for the edges (masked ones)."""
+    with builder.if_else(condition) as (then, otherwise):
+        with then:
+            emit(True)
+        with otherwise:
+            emit(False)
