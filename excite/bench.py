@@ -11,6 +11,7 @@ Process-level cases (import time, cold first inference, peak memory) run in fres
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -265,9 +266,6 @@ def _fresh_import(module, reps):
     return statistics.median(_fresh(code)[0] for _ in range(reps))
 
 
-PROCESS_CASES = ("import_s", "cold_first_inference_s", "peak_rss_mb_infer_small_b1", "first_ever_inference_s")
-
-
 def process_cases(threads, have_torch, wanted, reps=3):
     """The fresh-process cases ``wanted(case)`` selects, as (case, excite value, torch value) rows."""
     env = dict(os.environ, EXCITE_NUM_THREADS=str(threads))
@@ -314,10 +312,13 @@ def run(quick=False, threads=None, reps=None, warmup=2, cases=None):
 
     def add(case, ex_fn, th_args=None, ort_args=None, case_reps=reps):
         engines = {"excite": _bursts(ex_fn(), warmup)}
-        for name, args in (("torch", th_args), ("onnxruntime", ort_args and ort_args())):
-            if args is not None and name in peers:
-                peers[name].setup(args[0], args[1:], warmup)
-                engines[name] = peers[name].burst
+        for name, args in (("torch", th_args), ("onnxruntime", ort_args)):
+            if args is None or name not in peers:
+                continue
+            if callable(args):
+                args = args()  # the ONNX export, only when its peer runs
+            peers[name].setup(args[0], args[1:], warmup)
+            engines[name] = peers[name].burst
         medians = _interleaved(engines, case_reps)
         for name in engines:
             if name in peers:
@@ -349,6 +350,7 @@ def run(quick=False, threads=None, reps=None, warmup=2, cases=None):
     finally:
         for peer in peers.values():
             peer.close()
+        shutil.rmtree(tmpdir, ignore_errors=True)
     for case, ex_v, th_v in process_cases(threads, have_torch, wanted, reps=2 if quick else 3):
         rows.append({"case": case, "excite_s": ex_v, "torch_s": th_v, "onnxruntime_s": None})
         _print_row(rows[-1])

@@ -240,12 +240,11 @@ def _dense_weight_matrix(w):
     return w.transpose(0, 2, 3, 1).reshape(w.shape[0], -1)
 
 
-def _dense_forward(x, w, stride, padding, dilation, oh, ow, scale=None, shift=None, kind=IDENTITY):
-    """[N, OH, OW, O] = act(conv * scale + shift); the epilogue only where the compiled implicit
-    product runs (callers check `implicit_dense_applies`)."""
+def _dense_forward(x, w, stride, padding, dilation, oh, ow):
+    """[N, OH, OW, O]: the compiled implicit product for float32 / float64, else im2col + BLAS."""
     o, c, kh, kw = w.shape
     if implicit_dense_applies(x, w):
-        return _dense_implicit(x, w, stride, padding, dilation, oh, ow, scale, shift, kind)
+        return _dense_implicit(x, w, stride, padding, dilation, oh, ow, None, None, IDENTITY)
     if not is_channels_last(x):
         return _dense_forward_planar(x, w, stride, padding, dilation, oh, ow)
     xp = _padded_nhwc(x, padding)

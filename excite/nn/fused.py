@@ -7,6 +7,7 @@ Only exact layer types qualify: a subclass may override ``forward``.
 from ..autograd.functions.norm import BatchNorm as _BatchNormFunction
 from ..autograd.functions.se import SqueezeExcitation as _SqueezeExcitationFunction
 from ..autograd.grad_mode import is_grad_enabled
+from ..kernels.conv import output_size
 from ..kernels.fused import conv_bn_act_inference
 from ..tensor import Tensor
 from .activation import Hardsigmoid, Hardswish, ReLU, ReLU6, Sigmoid, SiLU
@@ -125,7 +126,7 @@ def _output_shape(conv, input):
     n, _, h, w = input.shape
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = (_pair(v) for v in (conv.kernel_size, conv.stride, conv.padding,
                                                                   conv.dilation))
-    return (n, conv.out_channels, (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1)
+    return n, conv.out_channels, output_size(h, kh, sh, ph, dh), output_size(w, kw, sw, pw, dw)
 
 
 def squeeze_excitation(block, input):
