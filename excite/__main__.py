@@ -1,7 +1,7 @@
 """`python -m excite`: the same as the `excite` command."""
 import sys
 
-from .cli import main
+from .app.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -5,7 +5,7 @@ import json
 import subprocess
 import sys
 
-from excite import bench
+from excite.app.bench import runner as bench
 
 
 def test_serve_answers_setup_time_release_and_exit():

@@ -1,6 +1,6 @@
 """The `excite` command: predict on torch checkpoints, info MACs vs torchvision, convert, export, --help, bad input.
 
-Budget: about 30 s on two busy cores (five subprocesses; the rest calls `excite.cli.main` in-process).
+Budget: about 30 s on two busy cores (five subprocesses; the rest calls `excite.app.cli.main` in-process).
 """
 import contextlib
 import io
@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 import excite as ex
-from excite.cli import main
+from excite.app.cli import main
 
 VERBS = ("train", "predict", "info", "convert", "export", "bench")
 
@@ -92,7 +92,7 @@ def test_predict_on_a_torch_checkpoint_matches_torch_softmax(torch, torchvision,
 
 def test_predict_table_output_and_best_pth_with_run_json(tmp_path):
     """best.pth of `excite train` is a bare state_dict; predict finds its architecture in run.json."""
-    from excite.train import TrainConfig, Trainer
+    from excite.app.train import TrainConfig, Trainer
 
     Trainer(TrainConfig(epochs=1, limit=16, batch_size=16, image_size=16), tmp_path, log=lambda m: None,
             progress=False).run()
@@ -132,7 +132,7 @@ def test_predict_bad_inputs_are_one_line_errors(tmp_path, torch, torch_checkpoin
         (("predict", str(path), str(text), "--model", "mobilenet_v3_small"), ["notes.png is not an image"]),
         (("predict", str(path), str(truncated), "--model", "mobilenet_v3_small"), ["cut.png"]),
         (("predict", str(path), images[0]), ["holds only weights", "--model"]),
-        (("predict", "mobilenet_v3_smal", images[0]), ["unknown model", "did you mean mobilenet_v3_small"]),
+        (("predict", "mobilenet_v3_smal", images[0]), ["Unknown model", "did you mean 'mobilenet_v3_small'"]),
         (("predict", "mobilenet_v3_small", images[0]), ["--weights"]),
         (("predict", "mobilenet_v3_small", images[0], "--weights", "IMAGENET9K"), ["unknown weights"]),
         (("predict", str(garbage), images[0], "--model", "mobilenet_v3_small"), ["garbage.pth"]),
@@ -157,15 +157,15 @@ def test_bad_input_in_a_subprocess_prints_one_line_and_no_traceback(tmp_path):
     proc = _cli("predict", "efficientnet_b9", str(tmp_path / "x.jpg"))
     _assert_one_line_error(proc.returncode, proc.stderr, "no such file")
     proc = _cli("info", "efficientnet_b9")
-    _assert_one_line_error(proc.returncode, proc.stderr, "unknown model 'efficientnet_b9'", "did you mean")
+    _assert_one_line_error(proc.returncode, proc.stderr, "Unknown model 'efficientnet_b9'", "did you mean")
     assert proc.stdout == ""
 
 
 @pytest.mark.parametrize("name", ["mobilenet_v3_large", "efficientnet_b0"])
 def test_info_macs_and_params_match_torchvision_metadata(torchvision, name):
     """torchvision's weights meta '_ops' (GFLOPS there are MACs, rounded to 3 decimals) and 'num_params'."""
-    from excite.recipes import build_model
-    from excite.summary import summarize
+    from excite.vision.models import get_model as build_model
+    from excite.app.summary import summarize
 
     meta = torchvision.models.get_model_weights(name).DEFAULT.meta
     summary = summarize(build_model(name), image_size=224)
@@ -223,7 +223,7 @@ def test_convert_round_trip_with_torch_and_safetensors(tmp_path, torch, torchvis
 def test_export_writes_an_onnx_graph_with_the_model_outputs(tmp_path):
     import onnxruntime as ort
 
-    from excite.recipes import build_model
+    from excite.vision.models import get_model as build_model
 
     ex.manual_seed(0)
     model = build_model("mobilenet_v3_digits", num_classes=10).eval()
@@ -254,7 +254,7 @@ def test_help_on_every_verb():
 def test_info_without_a_model_lists_every_registered_name():
     code, out, _ = _main("info")
     names = out.split()
-    assert code == 0 and names[0] == "mobilenet_v3_digits"
+    assert code == 0 and names == sorted(names) and "mobilenet_v3_digits" in names
     assert {"mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0", "efficientnet_b7",
             "efficientnet_v2_l"} <= set(names)
 

@@ -1,10 +1,11 @@
-"""The compiled matrix products behind 1x1 convolutions (`excite.kernels.gemm` via `pointwise`) against
+"""The compiled matrix products behind 1x1 convolutions (`excite.kernels.compiled.gemm` via `pointwise`) against
 a float64 NumPy reference: both micro-kernels, odd shapes (edge tiles in rows, columns and depth),
 every activation, the residual, float32 and float64; results must not depend on the task split."""
 import numpy as np
 import pytest
 
-from excite.kernels import gemm, pointwise
+from excite.kernels import pointwise
+from excite.kernels.compiled import gemm
 from excite.kernels.activation_kinds import KINDS
 from oracle import REFERENCE_ACTIVATIONS, assert_close
 

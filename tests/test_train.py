@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 import excite as ex
-from excite.recipes import MOBILENET_V3_DIGITS_BN, MOBILENET_V3_DIGITS_LAST_CHANNEL, MOBILENET_V3_DIGITS_SETTING
-from excite.train import TrainConfig, Trainer, TrainingInterrupted
+from excite.vision.models.mobilenetv3 import MOBILENET_V3_DIGITS_BN, MOBILENET_V3_DIGITS_LAST_CHANNEL, MOBILENET_V3_DIGITS_SETTING
+from excite.app.train import TrainConfig, Trainer, TrainingInterrupted
 
 TINY = dict(epochs=3, limit=48, batch_size=16, image_size=16, seed=3)
 TINY_ARGS = ["--limit", "48", "--batch-size", "16", "--image-size", "16", "--seed", "3", "--no-progress"]
@@ -112,7 +112,7 @@ def test_checkpoints_load_in_torch_and_match_its_model(uninterrupted, torch, tor
 
     # same weights, same outputs
     x = np.random.default_rng(0).standard_normal((4, 3, 16, 16)).astype(np.float32)
-    model = ex.recipes.build_model("mobilenet_v3_digits", num_classes=10)
+    model = ex.vision.models.get_model("mobilenet_v3_digits", num_classes=10)
     model.load_state_dict(ex.load(out / "best.pth"))
     model.eval()
     net.eval()
@@ -180,7 +180,7 @@ def test_ctrl_c_saves_last_pth_exits_130_and_resume_finishes_the_same_run(tmp_pa
 
 
 def test_bad_training_options_are_one_line_errors(tmp_path):
-    from excite.cli import main
+    from excite.app.cli import main
 
     one_class = tmp_path / "one" / "cats"
     one_class.mkdir(parents=True)
@@ -190,7 +190,7 @@ def test_bad_training_options_are_one_line_errors(tmp_path):
     cases = [
         (["train", "--data", str(tmp_path / "missing")], "not a directory"),
         (["train", "--data", str(tmp_path / "one"), "--out", str(tmp_path / "o1")], "at least 2"),
-        (["train", "--model", "mobilenetv3_digits", "--out", str(tmp_path / "o2")], "did you mean mobilenet_v3_digits"),
+        (["train", "--model", "mobilenetv3_digits", "--out", str(tmp_path / "o2")], "did you mean 'mobilenet_v3_digits'"),
         (["train", "--resume", "--out", str(tmp_path / "nothing")], "nothing to resume"),
         (["train", "--resume", str(tmp_path / "nope.pth")], "no such file"),
     ]
@@ -264,7 +264,7 @@ def test_ctrl_c_during_the_final_test_evaluation_leaves_a_complete_run(tmp_path,
 
 
 def test_a_second_ctrl_c_aborts_at_once():
-    from excite.train import _StopRequest
+    from excite.app.train import _StopRequest
 
     stop = _StopRequest()
     with stop.installed():
@@ -275,7 +275,7 @@ def test_a_second_ctrl_c_aborts_at_once():
 
 
 def test_default_run_directories_never_overwrite_and_resume_picks_the_latest(tmp_path):
-    from excite.train import fresh_run_dir, latest_run
+    from excite.app.train import fresh_run_dir, latest_run
 
     out = str(tmp_path / "runs" / "excite")
     assert fresh_run_dir(out) == out and latest_run(out) is None

@@ -190,7 +190,7 @@ class LazyModule:
     def __getattr__(self, attr):
         import importlib
 
-        value = getattr(importlib.import_module(f"{__package__}.{self._name}"), attr)
+        value = getattr(importlib.import_module(f"{__package__}.compiled.{self._name}"), attr)
         setattr(self, attr, value)
         return value
 

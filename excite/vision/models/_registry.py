@@ -8,7 +8,7 @@ from . import efficientnet, mobilenetv3
 BUILTIN_MODELS = {
     builder.__name__: builder
     for builder in (
-        mobilenetv3.mobilenet_v3_large, mobilenetv3.mobilenet_v3_small,
+        mobilenetv3.mobilenet_v3_large, mobilenetv3.mobilenet_v3_small, mobilenetv3.mobilenet_v3_digits,
         efficientnet.efficientnet_b0, efficientnet.efficientnet_b1, efficientnet.efficientnet_b2,
         efficientnet.efficientnet_b3, efficientnet.efficientnet_b4, efficientnet.efficientnet_b5,
         efficientnet.efficientnet_b6, efficientnet.efficientnet_b7,
@@ -49,6 +49,15 @@ def get_model_builder(name):
         hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else "."
         raise InvalidArgumentError(
             f"Unknown model {name!r}{hint} Available models: {', '.join(list_models())}") from None
+
+
+# the input resolution a model is designed for, where it is not ImageNet's 224
+_INPUT_SIZES = {"mobilenet_v3_digits": mobilenetv3.MOBILENET_V3_DIGITS_INPUT_SIZE}
+
+
+def default_input_size(name):
+    """The square input size model ``name`` is designed for (224 unless the model says otherwise)."""
+    return _INPUT_SIZES.get(get_model_builder(name).__name__, 224)
 
 
 def get_model(name, **config):

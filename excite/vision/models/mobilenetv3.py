@@ -8,7 +8,8 @@ from ...nn import Conv2dNormActivation, SqueezeExcitation as SElayer
 from ...nn.fused import residual_block
 from ._utils import _NORM_LAYERS, _load_weights, _make_divisible, _resolve_weights
 
-__all__ = ["MobileNetV3", "InvertedResidual", "InvertedResidualConfig", "mobilenet_v3_large", "mobilenet_v3_small"]
+__all__ = ["MobileNetV3", "InvertedResidual", "InvertedResidualConfig", "mobilenet_v3_large", "mobilenet_v3_small",
+           "mobilenet_v3_digits"]
 
 
 class InvertedResidualConfig:
@@ -225,3 +226,37 @@ def mobilenet_v3_small(*, weights=None, progress=True, **kwargs):
     """
     inverted_residual_setting, last_channel = _mobilenet_v3_conf("mobilenet_v3_small", **kwargs)
     return _mobilenet_v3("mobilenet_v3_small", inverted_residual_setting, last_channel, weights, progress, **kwargs)
+
+
+# excite's own recipe (not torchvision's): one row per block, in InvertedResidualConfig's order (input_channels,
+# kernel, expanded_channels, out_channels, use_se, activation, stride, dilation). A 32x32 input becomes 16x16
+# after the stem, 8x8 after row 1 and 4x4 after row 4: the 8x8 digits carry no detail finer than that.
+MOBILENET_V3_DIGITS_SETTING = (
+    (16, 3, 16, 16, True, "RE", 2, 1),
+    (16, 3, 64, 24, False, "RE", 1, 1),
+    (24, 3, 72, 24, False, "RE", 1, 1),
+    (24, 5, 96, 40, True, "HS", 2, 1),
+    (40, 5, 120, 40, True, "HS", 1, 1),
+    (40, 5, 144, 48, True, "HS", 1, 1),
+)
+MOBILENET_V3_DIGITS_LAST_CHANNEL = 256
+# MobileNetV3's BatchNorm momentum of 0.01 suits 600 ImageNet epochs; a run of a few hundred steps
+# needs running statistics that settle within it. eps stays torchvision's 1e-3 (it changes outputs).
+MOBILENET_V3_DIGITS_BN = dict(eps=1e-3, momentum=0.1)
+MOBILENET_V3_DIGITS_INPUT_SIZE = 32
+
+
+def mobilenet_v3_digits(*, weights=None, progress=True, num_classes=10, width_mult=1.0, dropout=0.2, **kwargs):
+    """A MobileNetV3-Small-style SE network for 32x32 input: torchvision's MobileNetV3 class with a smaller table.
+
+    Its state_dict loads into ``torchvision.models.mobilenetv3.MobileNetV3`` built from the same rows of
+    ``MOBILENET_V3_DIGITS_SETTING`` and ``MOBILENET_V3_DIGITS_LAST_CHANNEL``. No pretrained weights exist
+    for it (``excite train`` trains it on the bundled digits in a few minutes).
+    """
+    setting = [InvertedResidualConfig(*row, width_mult=width_mult) for row in MOBILENET_V3_DIGITS_SETTING]
+    last_channel = InvertedResidualConfig.adjust_channels(MOBILENET_V3_DIGITS_LAST_CHANNEL, width_mult)
+    norm_layer = kwargs.pop("norm_layer", partial(nn.BatchNorm2d, **MOBILENET_V3_DIGITS_BN))
+    entry = _resolve_weights("mobilenet_v3_digits", weights, kwargs)
+    model = MobileNetV3(setting, last_channel, num_classes=kwargs.pop("num_classes", num_classes),
+                        norm_layer=norm_layer, dropout=dropout, **kwargs)
+    return _load_weights(model, entry, progress)

@@ -23,7 +23,7 @@ from numba.extending import intrinsic
 
 from .elementwise import affine_activation_block
 from .simd import VECTOR_BYTES, Vectors, as_i64, counted_loop, data_pointer, only_if, specialised
-from .threads import helper, inline_helper, kernel
+from ..threads import helper, inline_helper, kernel
 
 MR = 6  # rows per broadcast tile (by two vectors of columns: 12 accumulators)
 DOT = 4  # the dot tile is DOT rows by DOT weight rows (16 accumulators)

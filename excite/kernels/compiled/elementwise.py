@@ -8,7 +8,7 @@ from numba import prange
 
 from .scalar_math import (HARDSIGMOID, HARDSWISH, IDENTITY, RELU, RELU6, SIGMOID, SIGMOID_OF_OUTPUT, SILU,
                           activate, activate_grad)
-from .threads import helper, inline_helper, kernel
+from ..threads import helper, inline_helper, kernel
 
 BLOCK = 1 << 14  # elements per parallel task
 

@@ -12,7 +12,7 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic, overload
 
-from .activation_kinds import (HARDSIGMOID, HARDSWISH, IDENTITY, KINDS, RELU, RELU6, SIGMOID,  # noqa: F401
+from ..activation_kinds import (HARDSIGMOID, HARDSWISH, IDENTITY, KINDS, RELU, RELU6, SIGMOID,  # noqa: F401
                                SIGMOID_OF_OUTPUT, SILU)
 
 

@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 
-from .errors import InvalidArgumentError
+from ..errors import InvalidArgumentError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -20,7 +20,7 @@ class Splits:
 
 
 def _subset(dataset, indices):
-    from .data import Subset
+    from ..data import Subset
 
     return Subset(dataset, [int(i) for i in indices])
 
@@ -40,12 +40,12 @@ def split_indices(n, val_fraction, seed):
 
 def build_splits(config):
     """Datasets for a resolved config: the bundled digits, or an ImageFolder (with train/ and val/ or split)."""
-    from .vision import transforms as T
+    from ..vision import transforms as T
 
     size = config.image_size
     normalize = T.Normalize(IMAGENET_MEAN, IMAGENET_STD)
     if config.data is None:
-        from .vision.datasets import Digits
+        from ..vision.datasets import Digits
 
         # 8x8 gray digits, scaled up and repeated over 3 channels so every RGB model accepts them
         tf = T.Compose([T.Resize((size, size)), T.Grayscale(num_output_channels=3), T.ToTensor(), normalize])
@@ -69,7 +69,7 @@ def _resize_for(size):
 
 
 def _image_folder_splits(config, T, normalize):
-    from .vision.datasets import ImageFolder
+    from ..vision.datasets import ImageFolder
 
     root, size = config.data, config.image_size
     if not os.path.isdir(root):
@@ -125,6 +125,6 @@ class EpochBatches:
 
 
 def collate_or_skip(batch):
-    from .data import default_collate
+    from ..data import default_collate
 
     return None if not batch else default_collate(batch)

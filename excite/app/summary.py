@@ -29,7 +29,7 @@ def module_macs(module, output_shape):
     These are the only layers torchvision counts in its weights' "GFLOPS" (which are MACs);
     normalisation, activations and pooling are left out, as there.
     """
-    from . import nn
+    from .. import nn
 
     out_elements = int(np.prod(output_shape))
     if isinstance(module, nn.Conv2d):
@@ -42,8 +42,8 @@ def module_macs(module, output_shape):
 
 def summarize(model, image_size=224, batch_size=1, in_channels=3):
     """Run one forward pass on zeros and record every module's output shape, parameters and MACs."""
-    from .autograd import no_grad
-    from .tensor import Tensor
+    from ..autograd import no_grad
+    from ..tensor import Tensor
 
     named = list(model.named_modules())
     shapes, own_macs, handles = {}, {}, []

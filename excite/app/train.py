@@ -16,7 +16,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from .errors import CheckpointError, InvalidArgumentError
+from ..errors import CheckpointError, InvalidArgumentError
 from .train_data import EpochBatches, build_splits, collate_or_skip
 
 DEFAULT_OUT = os.path.join("runs", "excite")
@@ -52,16 +52,16 @@ class TrainConfig:
 
     def resolved(self):
         """A copy with defaults filled in and every value checked."""
-        from .recipes import check_model_name, default_image_size
+        from ..vision.models import default_input_size, get_model_builder
 
-        check_model_name(self.model)
+        get_model_builder(self.model)  # an unknown name raises, with the close matches
         c = dataclasses.replace(self)
         if c.optimizer not in OPTIMIZERS:
             raise InvalidArgumentError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {c.optimizer!r}")
         default_lr, default_wd, _ = OPTIMIZERS[c.optimizer]
         c.lr = default_lr if c.lr is None else float(c.lr)
         c.weight_decay = default_wd if c.weight_decay is None else float(c.weight_decay)
-        c.image_size = default_image_size(c.model) if c.image_size is None else int(c.image_size)
+        c.image_size = default_input_size(c.model) if c.image_size is None else int(c.image_size)
         c.workers = (0 if c.data is None else 2) if c.workers is None else int(c.workers)
         for name, low in (("epochs", 1), ("batch_size", 1), ("image_size", 8), ("workers", 0), ("limit", 2)):
             value = getattr(c, name)
@@ -106,7 +106,7 @@ class TrainResult:
 
 # ----- model, optimizer, schedule ----------------------------------------------------------------
 def build_optimizer(config, params):
-    from . import optim
+    from .. import optim
 
     _, _, extra = OPTIMIZERS[config.optimizer]
     cls = {"sgd": optim.SGD, "rmsprop": optim.RMSprop, "adam": optim.Adam, "adamw": optim.AdamW}[config.optimizer]
@@ -118,7 +118,7 @@ def build_scheduler(optimizer, total_steps, steps_per_epoch):
 
     Stepped once per batch, so a resumed run picks up the schedule exactly where it stopped.
     """
-    from .optim import lr_scheduler
+    from ..optim import lr_scheduler
 
     warmup = min(steps_per_epoch, total_steps // 5)
     cosine = lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps - warmup))
@@ -160,21 +160,21 @@ class _StopRequest:
 
 # ----- checkpoints -------------------------------------------------------------------------------
 def _rng_state_text():
-    from .random import get_rng_state
+    from ..random import get_rng_state
 
     # numpy's PCG64 state holds 128-bit ints; as text it stays plain data any unpickler reads
     return json.dumps(get_rng_state())
 
 
 def _restore_rng(text):
-    from .random import set_rng_state
+    from ..random import set_rng_state
 
     set_rng_state(json.loads(text))
 
 
 def load_run_checkpoint(path):
     """Load an excite training checkpoint (last.pth) and check it is one."""
-    from .io import load
+    from ..io import load
 
     ckpt = load(path)
     if not (isinstance(ckpt, dict) and ckpt.get("format") == CHECKPOINT_FORMAT):
@@ -214,7 +214,7 @@ class Trainer:
     """Runs one training run; ``Trainer(config, out).run()`` or ``Trainer.resume(last_pth).run()``."""
 
     def __init__(self, config, out, log=None, progress=True, _checkpoint=None):
-        from .recipes import build_model
+        from ..vision.models import get_model
 
         self.config = config.resolved()
         self.out = os.path.abspath(out)
@@ -226,10 +226,10 @@ class Trainer:
             raise CheckpointError(
                 f"the data now has classes {self.splits.classes[:5]}..., the checkpoint was trained on "
                 f"{_checkpoint['meta']['class_names'][:5]}...; resume needs the same data")
-        from .random import manual_seed
+        from ..random import manual_seed
 
         manual_seed(c.seed)
-        self.model = build_model(c.model, num_classes=len(self.splits.classes))
+        self.model = get_model(c.model, num_classes=len(self.splits.classes))
         self.optimizer = build_optimizer(c, self.model.parameters())
         self.batches = EpochBatches(len(self.splits.train), c.batch_size, c.seed)
         self.steps_per_epoch = len(self.batches)
@@ -287,7 +287,7 @@ class Trainer:
         _restore_rng(ckpt["rng"])
 
     def save_last(self):
-        from .io import save
+        from ..io import save
 
         save(self.state(), self.last_path)
 
@@ -301,7 +301,7 @@ class Trainer:
 
     # -- running --------------------------------------------------------------------------------
     def _loader(self, dataset, batch_sampler=None, batch_size=None):
-        from .data import DataLoader
+        from ..data import DataLoader
 
         if batch_sampler is not None:
             return DataLoader(dataset, batch_sampler=batch_sampler, num_workers=self.config.workers,
@@ -346,7 +346,7 @@ class Trainer:
         import excite.nn.functional as F
         from tqdm import tqdm
 
-        from .random import use_generator
+        from ..random import use_generator
 
         c = self.config
         self.model.train()
@@ -386,7 +386,7 @@ class Trainer:
         import excite.nn.functional as F
         from tqdm import tqdm
 
-        from .autograd import no_grad
+        from ..autograd import no_grad
 
         self.model.eval()
         loss_sum, correct, seen = 0.0, 0, 0
@@ -404,7 +404,7 @@ class Trainer:
         return loss_sum / seen, correct / seen
 
     def _finish_epoch(self, val_loss, val_acc, seconds):
-        from .io import save
+        from ..io import save
 
         t = self.totals
         seen = max(1, t["seen"])
@@ -425,7 +425,7 @@ class Trainer:
                  f"{seconds:5.1f}s" + ("  *best*" if improved else ""))
 
     def _final_result(self, seconds, stop):
-        from .io import load
+        from ..io import load
 
         self.model.load_state_dict(load(self.best_path))
         held_out = self.splits.test if self.splits.test is not None else self.splits.val

@@ -1,10 +1,12 @@
 """The PyTorch side of `python -m excite.bench`, in its own process so excite never imports torch.
 
-    python benchmarks/torch_peer.py serve --threads N       # the benchmark's peer (JSON lines on stdin/stdout)
-    python benchmarks/torch_peer.py cold|rss --threads N    # fresh-process cases: prints one number
+    python torch_peer.py serve --threads N       # the benchmark's peer (JSON lines on stdin/stdout)
+    python torch_peer.py cold|rss --threads N    # fresh-process cases: prints one number
+
+It runs as a script (not ``-m``), so the fresh-process cases measure torch alone, without excite.
 
 In ``serve`` mode it answers the benchmark's requests (set up a case, time a burst of runs; the
-protocol is `excite.bench.serve`). The benchmark alternates such bursts of every engine, so all
+protocol is `excite.app.bench.runner.serve`). The benchmark alternates such bursts of every engine, so all
 of them see the same machine conditions.
 """
 import argparse
@@ -78,7 +80,7 @@ def main():
 
     torch.set_num_threads(a.threads)
     if a.mode == "serve":
-        from excite.bench import serve  # the protocol (excite itself never imports torch)
+        from excite.app.bench.runner import serve  # the protocol (excite itself never imports torch)
 
         serve(lambda kind, args: build(torch, kind, args))
         return

@@ -7,7 +7,7 @@ import tempfile
 
 import numpy as np
 
-from .errors import CheckpointError, ExciteError, InvalidArgumentError, UnsafeCheckpointError, shape_str
+from ..errors import CheckpointError, ExciteError, InvalidArgumentError, UnsafeCheckpointError, shape_str
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".pth.tar", ".ckpt", ".bin", ".safetensors")
 # wrappers other tools put around a state_dict (torchvision's reference scripts use "model")
@@ -26,7 +26,7 @@ class Preprocessing:
     grayscale: bool = False
 
     def transform(self):
-        from .vision import transforms as T
+        from ..vision import transforms as T
 
         steps = [T.Grayscale(num_output_channels=1)] if self.grayscale else []
         steps += [T.Resize(self.resize_size, interpolation=self.interpolation), T.CenterCrop(self.image_size)]
@@ -52,7 +52,7 @@ class InferenceModel:
 
 # ----- state dicts -----------------------------------------------------------------------------
 def _is_state_dict(obj):
-    from .tensor import Tensor
+    from ..tensor import Tensor
 
     return isinstance(obj, dict) and bool(obj) and all(isinstance(v, Tensor) for v in obj.values())
 
@@ -101,7 +101,7 @@ def check_fits(model, state_dict, name, where):
 
 def _classifier_key(model):
     """The weight key of the model's last Linear layer, whose rows are the classes."""
-    from .nn import Linear
+    from ..nn import Linear
 
     linears = [name for name, m in model.named_modules() if isinstance(m, Linear)]
     return f"{linears[-1]}.weight" if linears else None
@@ -109,14 +109,14 @@ def _classifier_key(model):
 
 def model_for_state_dict(name, state_dict, where, num_classes=None):
     """Build ``name`` sized to the checkpoint's number of classes and load ``state_dict`` into it."""
-    from .recipes import build_model
+    from ..vision.models import get_model
 
-    model = build_model(name, num_classes=num_classes)
+    model = get_model(name) if num_classes is None else get_model(name, num_classes=num_classes)
     key = _classifier_key(model)
     if num_classes is None and key in state_dict:
         found = int(state_dict[key].shape[0])
         if found != model.state_dict()[key].shape[0]:
-            model = build_model(name, num_classes=found)
+            model = get_model(name, num_classes=found)
     check_fits(model, state_dict, name, where)
     model.load_state_dict(state_dict, strict=False)
     return model.eval()
@@ -126,7 +126,7 @@ def _class_names(count, names=None):
     if names is not None and len(names) == count:
         return list(names)
     if count == 1000:
-        from .vision._imagenet_categories import IMAGENET_CATEGORIES
+        from ..vision._imagenet_categories import IMAGENET_CATEGORIES
 
         return list(IMAGENET_CATEGORIES)
     return [str(i) for i in range(count)]
@@ -162,8 +162,8 @@ def load_inference_model(source, model=None, weights=None, image_size=None, resi
 
 
 def _from_checkpoint(path, model_name, image_size, resize_size):
-    from .io import load
-    from .recipes import check_model_name, default_image_size
+    from ..io import load
+    from ..vision.models import default_input_size, get_model_builder
     from .train import CHECKPOINT_FORMAT
 
     try:
@@ -186,7 +186,7 @@ def _from_checkpoint(path, model_name, image_size, resize_size):
     if name is None:
         raise InvalidArgumentError(f"{path} holds only weights and no record of its architecture; "
                                    "name it with --model (excite info lists the models)")
-    check_model_name(name)
+    get_model_builder(name)  # an unknown name raises, with the close matches
     num_classes = meta["num_classes"] if meta else None
     model = model_for_state_dict(name, state_dict, path, num_classes=num_classes)
     if meta is not None:
@@ -202,24 +202,24 @@ def _from_checkpoint(path, model_name, image_size, resize_size):
             prep = dataclasses.replace(prep, resize_size=resize_size)
         names = meta.get("class_names")
     else:
-        prep = Preprocessing.imagenet(image_size or default_image_size(name), resize_size)
+        prep = Preprocessing.imagenet(image_size or default_input_size(name), resize_size)
         names = None
     return InferenceModel(model, name, _class_names(_num_outputs(model, state_dict) or len(names or []), names),
                           prep, path)
 
 
 def _from_name(name, model_name, weights, image_size, resize_size):
-    from .recipes import build_model, check_model_name
-    from .vision import weights as registry
+    from ..vision import weights as registry
+    from ..vision.models import get_model, get_model_builder
 
-    check_model_name(name)
+    get_model_builder(name)  # an unknown name raises, with the close matches
     if model_name is not None and model_name != name:
         raise InvalidArgumentError(f"--model {model_name} contradicts the model name {name}")
     if weights is None:
         raise InvalidArgumentError(f"{name} is a model name without weights; a freshly initialised model predicts "
                                    "noise: pass --weights DEFAULT (pretrained) or a checkpoint file")
     entry = registry.resolve(name, weights)
-    model = registry.load_pretrained(build_model(name), entry).eval()
+    model = registry.load_pretrained(get_model(name), entry).eval()
     p = entry.preprocessing
     prep = Preprocessing(image_size=image_size or p["crop_size"], resize_size=resize_size or p["resize_size"],
                          mean=list(p.get("mean", (0.485, 0.456, 0.406))),
@@ -255,10 +255,10 @@ def preprocess(loaded, paths):
 @contextlib.contextmanager
 def runner(loaded, engine="excite"):
     """A function from a [N, 3, H, W] float32 batch to logits, on excite or (exported once) onnxruntime."""
-    from .tensor import Tensor
+    from ..tensor import Tensor
 
     if engine == "excite":
-        from .autograd import no_grad
+        from ..autograd import no_grad
 
         def run(batch):
             with no_grad():
@@ -266,7 +266,7 @@ def runner(loaded, engine="excite"):
 
         yield run
     elif engine == "onnxruntime":
-        from .onnx import export, load_onnx
+        from ..onnx import export, load_onnx
 
         size = loaded.preprocessing.image_size
         with tempfile.TemporaryDirectory(prefix="excite-predict-") as tmp:

@@ -9,7 +9,7 @@ import numpy as np
 from numba import prange
 
 from .elementwise import affine_activation, affine_activation_inplace, map_activation_grad
-from .threads import helper, kernel
+from ..threads import helper, kernel
 
 
 @kernel

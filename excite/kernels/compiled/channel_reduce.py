@@ -6,7 +6,7 @@ pixels in a fixed order in float64, one image per task, so results do not depend
 import numpy as np
 from numba import prange
 
-from .threads import inline_helper, kernel
+from ..threads import inline_helper, kernel
 
 
 

@@ -4,7 +4,7 @@ import json
 import os
 import sys
 
-from .errors import ExciteError, InvalidArgumentError
+from ..errors import ExciteError, InvalidArgumentError
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -239,7 +239,7 @@ def _add_info(sub):
 
 
 def _run_info(args):
-    from .recipes import build_model, check_model_name, default_image_size, list_models
+    from ..vision.models import default_input_size, get_model, list_models
     from .summary import format_summary, summarize, summary_json
 
     if args.source is None:
@@ -251,9 +251,8 @@ def _run_info(args):
         loaded = load_inference_model(args.source, model=args.model, image_size=args.image_size)
         model, name, size = loaded.model, loaded.name, loaded.preprocessing.image_size
     else:
-        check_model_name(args.source)
-        name, size = args.source, args.image_size or default_image_size(args.source)
-        model = build_model(name, num_classes=args.num_classes)
+        name, size = args.source, args.image_size or default_input_size(args.source)
+        model = get_model(name) if args.num_classes is None else get_model(name, num_classes=args.num_classes)
     summary = summarize(model, image_size=size)
     if args.json:
         print(json.dumps(summary_json(summary), indent=1))
@@ -279,7 +278,7 @@ def _add_convert(sub):
 
 
 def _run_convert(args):
-    from .io import convert
+    from ..io import convert
 
     if not os.path.isfile(args.src):
         raise InvalidArgumentError(f"no such file: {args.src}")
@@ -287,7 +286,7 @@ def _run_convert(args):
         raise InvalidArgumentError("IN and OUT are the same file")
     if args.dst.endswith(".safetensors") and _is_training_checkpoint(args.src):
         # safetensors holds a flat dict of tensors: of a training state, only the model weights fit
-        from .io import load, save
+        from ..io import load, save
 
         save(dict(load(args.src)["model"]), args.dst)
         print(f"wrote {args.dst} (the model weights of the training checkpoint {args.src})")
@@ -298,7 +297,7 @@ def _run_convert(args):
 
 
 def _is_training_checkpoint(path):
-    from .io import load
+    from ..io import load
     from .train import CHECKPOINT_FORMAT
 
     try:
@@ -326,17 +325,17 @@ def _add_export(sub):
 def _run_export(args):
     import numpy as np
 
-    from .onnx import export
+    from ..onnx import export
     from .predict import load_inference_model
-    from .recipes import build_model, check_model_name, default_image_size
-    from .tensor import Tensor
+    from ..tensor import Tensor
 
     if os.path.exists(args.source) or _looks_like_path(args.source) or args.weights is not None:
         loaded = load_inference_model(args.source, model=args.model, weights=args.weights, image_size=args.image_size)
         model, size = loaded.model, loaded.preprocessing.image_size
     else:
-        check_model_name(args.source)
-        model, size = build_model(args.source).eval(), args.image_size or default_image_size(args.source)
+        from ..vision.models import default_input_size, get_model
+
+        model, size = get_model(args.source).eval(), args.image_size or default_input_size(args.source)
     export(model, Tensor(np.zeros((1, 3, size, size), dtype=np.float32)), args.dst, opset=args.opset,
            dynamic_batch=not args.static_batch, fold_batchnorm=args.fold_batchnorm)
     print(f"wrote {args.dst} (input 'input' [N, 3, {size}, {size}], output 'logits')")
@@ -351,7 +350,7 @@ def _run_bench(argv):
 
 # ----- entry point -------------------------------------------------------------------------------
 def build_parser():
-    from . import __version__
+    from .. import __version__
 
     parser = _Parser(prog="excite", description="Squeeze-and-Excitation networks (MobileNetV3, EfficientNet) on "
                                                 "a NumPy engine, torchvision-compatible, without PyTorch.")
