@@ -438,13 +438,13 @@ class Tensor:
         return self @ other
 
     def relu(self):
-        return _fn.Relu.apply(self)
+        return _fn.Activation.apply(self, "relu")
 
     def sigmoid(self):
-        return _fn.Sigmoid.apply(_floating(self))
+        return _fn.Activation.apply(_floating(self), "sigmoid")
 
     def tanh(self):
-        return _fn.Tanh.apply(_floating(self))
+        return _fn.Activation.apply(_floating(self), "tanh")
 
     def softmax(self, dim):
         return _fn.Softmax.apply(self, dim=dim)

@@ -6,7 +6,7 @@ import pytest
 
 from excite.kernels import pointwise
 from excite.kernels.compiled import gemm
-from excite.kernels.activation_kinds import KINDS
+from excite.kernels import activations
 from oracle import REFERENCE_ACTIVATIONS, assert_close
 
 TOL = {np.float32: dict(rtol=1e-5, atol=1e-5), np.float64: dict(rtol=1e-12, atol=1e-12)}
@@ -49,7 +49,7 @@ def test_both_micro_kernels_match_the_reference_for_any_task_split(shape, dtype)
     a, w, scale, shift, residual = _operands(m, k, n, dtype)
     no_residual = np.empty((0, 0), dtype)
     for activation in ("silu", None):
-        kind = KINDS[activation]
+        kind = activations.code(activation)
         expected = _expected(a, w, scale, shift, activation, residual)
         results = []
         for row_block, group in ((1, 1), (7, 2), (m, 1000)):
@@ -68,9 +68,9 @@ def test_both_micro_kernels_match_the_reference_for_any_task_split(shape, dtype)
 def test_pointwise_applies_every_activation_after_the_affine_map(activation):
     for m, k, n in ((7, 24, 40), (300, 16, 96), (49, 96, 24)):
         a, w, scale, shift, residual = _operands(m, k, n, np.float32, seed=m)
-        out = pointwise.pointwise(a, w, scale, shift, KINDS[activation])
+        out = pointwise.pointwise(a, w, scale, shift, activation)
         assert_close(out, _expected(a, w, scale, shift, activation), f"{activation} {(m, k, n)}", **TOL[np.float32])
-        out = pointwise.pointwise(a, w.reshape(n, k, 1, 1), scale, shift, KINDS[activation], residual)
+        out = pointwise.pointwise(a, w.reshape(n, k, 1, 1), scale, shift, activation, residual)
         assert_close(out, _expected(a, w, scale, shift, activation, residual), f"{activation} + residual",
                      **TOL[np.float32])
 

@@ -23,10 +23,20 @@ from excite.kernels.layout import is_channels_last
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def run_everything_in_parallel(setattr=setattr):
+    """Small as the workload's kernels (and products) are, run them on every thread; ``setattr`` is
+    monkeypatch's in this process (undone after each test), the builtin in the subprocesses."""
+    setattr(threads, "PARALLEL_MIN_NS", 0)
+    setattr(blas, "MIN_PARALLEL_FLOPS", 0)
+
+
+@pytest.fixture(autouse=True)
+def _parallel(monkeypatch):
+    run_everything_in_parallel(monkeypatch.setattr)
+
+
 def workload(seed=0):
     """Every compiled kernel family once, each split across threads; returns the results."""
-    threads.PARALLEL_MIN_NS = 0  # small as they are, run every kernel (and product) in parallel
-    blas.MIN_PARALLEL_FLOPS = 0
     rng = np.random.default_rng(seed)
     x = np.ascontiguousarray(rng.standard_normal((3, 13, 17, 32)).astype(np.float32)).transpose(0, 3, 1, 2)
     w = rng.standard_normal((32, 1, 3, 3)).astype(np.float32)
@@ -40,7 +50,7 @@ def workload(seed=0):
     p = K.conv2d_forward(bx, w1, None, (1, 1), (0, 0), (1, 1), 1)
     pw = K.conv2d_backward_weight(p, bx, w1.shape, (1, 1), (0, 0), (1, 1), 1)
     px = K.conv2d_backward_input(p, bx.shape, w1, (1, 1), (0, 0), (1, 1), 1)
-    return [y, gx, gw, z, mean, var, bx, bw, A.silu(bx), A.sigmoid_backward(bx, A.sigmoid(bx)), p, pw, px,
+    return [y, gx, gw, z, mean, var, bx, bw, A.forward(bx, "silu"), A.backward(bx, A.forward(bx, "sigmoid"), "sigmoid"), p, pw, px,
             *inference_workload(rng)]
 
 
@@ -87,7 +97,8 @@ def digest(arrays):
 _SCRIPT = """
 import sys, threading
 sys.path.insert(0, {tests!r})
-from test_kernels_threads import digest, workload
+from test_kernels_threads import digest, run_everything_in_parallel, workload
+run_everything_in_parallel()
 results = [None] * 8
 def run(i):
     results[i] = digest(workload())
@@ -147,7 +158,8 @@ def test_kernels_work_in_a_child_forked_after_parallel_use():
     code = """
 import os, sys
 sys.path.insert(0, {tests!r})
-from test_kernels_threads import digest, workload
+from test_kernels_threads import digest, run_everything_in_parallel, workload
+run_everything_in_parallel()
 parent = digest(workload())
 pid = os.fork()
 if pid == 0:

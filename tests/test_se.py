@@ -1,4 +1,5 @@
-"""SqueezeExcitation: requirements R1-R10 of issue 3, each against torchvision, plus probe and gradchecks."""
+"""SqueezeExcitation against torchvision: children and their order, defaults and argument checks, activation specs,
+shapes, state_dict, repr, gradients (and gradchecks), and one module shared by threads."""
 import functools
 import threading
 
@@ -21,8 +22,8 @@ def _pair(torch, torchvision, c=16, s=4, act="ReLU", scale="Sigmoid"):
     return se, tv
 
 
-# ----- R1 / R6: children and their order ------------------------------------------------------
-def test_r1_children_are_torchvisions_in_registration_order(torch, torchvision):
+# ----- children and their order ------------------------------------------------------
+def test_children_are_torchvisions_in_registration_order(torch, torchvision):
     se = nn.SqueezeExcitation(16, 4)
     tv = torchvision.ops.SqueezeExcitation(16, 4)
     assert [n for n, _ in tv.named_children()] == CHILD_ORDER  # the oracle itself, not a description of it
@@ -36,7 +37,7 @@ def test_r1_children_are_torchvisions_in_registration_order(torch, torchvision):
     assert isinstance(se.scale_activation, nn.Sigmoid)
 
 
-def test_r6_children_and_named_children_follow_r1_order(torch, torchvision):
+def test_children_and_named_children_follow_the_registration_order(torch, torchvision):
     se = nn.SqueezeExcitation(8, 2, nn.SiLU, nn.Hardsigmoid)
     tv = torchvision.ops.SqueezeExcitation(8, 2, torch.nn.SiLU, torch.nn.Hardsigmoid)
     assert [type(m).__name__ for m in se.children()] == [type(m).__name__ for m in tv.children()]
@@ -44,8 +45,8 @@ def test_r6_children_and_named_children_follow_r1_order(torch, torchvision):
     assert [n for n, _ in se.named_modules()] == [n for n, _ in tv.named_modules()]
 
 
-# ----- R2: defaults and argument validation -----------------------------------------------------
-def test_r2_defaults_are_relu_and_sigmoid(torch, torchvision):
+# ----- defaults and argument validation -----------------------------------------------------
+def test_default_activations_are_relu_and_sigmoid(torch, torchvision):
     se = nn.SqueezeExcitation(4, 2)
     assert type(se.activation) is nn.ReLU and not se.activation.inplace
     assert type(se.scale_activation) is nn.Sigmoid
@@ -53,19 +54,19 @@ def test_r2_defaults_are_relu_and_sigmoid(torch, torchvision):
 
 
 @pytest.mark.parametrize("c, s", [(0, 4), (16, 0), (-1, 4), (0, 0)])
-def test_r2_channel_counts_below_one_raise_naming_both(c, s):
+def test_channel_counts_below_one_raise_naming_both(c, s):
     with pytest.raises(InvalidArgumentError) as info:
         nn.SqueezeExcitation(c, s)
     assert f"input_channels={c}" in str(info.value) and f"squeeze_channels={s}" in str(info.value)
 
 
-def test_r2_non_integer_channel_counts_raise():
+def test_non_integer_channel_counts_raise():
     with pytest.raises(InvalidArgumentError, match="input_channels=4.0"):
         nn.SqueezeExcitation(4.0, 2)
 
 
-# ----- R3: activation specs ------------------------------------------------------------------------
-def test_r3_accepts_classes_factories_and_instances(torch, torchvision):
+# ----- activation specs ------------------------------------------------------------------------
+def test_activations_may_be_classes_factories_or_instances(torch, torchvision):
     relu = nn.ReLU(inplace=True)
     gate = nn.Hardsigmoid()
     se = nn.SqueezeExcitation(16, 8, relu, gate)
@@ -81,7 +82,7 @@ def test_r3_accepts_classes_factories_and_instances(torch, torchvision):
     ("ReLU", "Hardsigmoid", "ReLU", "Hardsigmoid"),  # MobileNetV3
     ("SiLU", "Sigmoid", "SiLU", "Sigmoid"),  # EfficientNet
 ])
-def test_r3_mobilenet_and_efficientnet_combinations_match_torchvision(torch, torchvision, act, scale, tv_act,
+def test_mobilenet_and_efficientnet_activation_pairs_match_torchvision(torch, torchvision, act, scale, tv_act,
                                                                       tv_scale):
     se, tv = _pair(torch, torchvision, 24, 8, act, scale)
     x = np.random.default_rng(1).standard_normal((2, 24, 5, 5)).astype(np.float32) * 3
@@ -89,16 +90,16 @@ def test_r3_mobilenet_and_efficientnet_combinations_match_torchvision(torch, tor
 
 
 @pytest.mark.parametrize("bad", ["relu", 3, lambda: "not a module"])
-def test_r3_rejects_specs_that_do_not_give_a_module(bad):
+def test_activation_specs_that_do_not_give_a_module_are_refused(bad):
     with pytest.raises(InvalidArgumentError, match="activation"):
         nn.SqueezeExcitation(4, 2, activation=bad)
     with pytest.raises(InvalidArgumentError, match="scale_activation"):
         nn.SqueezeExcitation(4, 2, scale_activation=bad)
 
 
-# ----- R4: forward shapes ----------------------------------------------------------------------------
+# ----- forward shapes ----------------------------------------------------------------------------
 @pytest.mark.parametrize("shape", [(2, 16, 7, 5), (1, 16, 1, 1), (3, 16, 4, 9)])
-def test_r4_forward_keeps_the_shape_and_matches_torchvision(torch, torchvision, shape):
+def test_forward_keeps_the_shape_and_matches_torchvision(torch, torchvision, shape):
     se, tv = _pair(torch, torchvision)
     x = np.random.default_rng(2).standard_normal(shape).astype(np.float32)
     y = se(ex.tensor(x))
@@ -107,7 +108,7 @@ def test_r4_forward_keeps_the_shape_and_matches_torchvision(torch, torchvision, 
 
 
 @pytest.mark.parametrize("shape", [(2, 8, 5, 5), (16, 5, 5), (2, 16, 5, 5, 1), (2, 16)])
-def test_r4_wrong_rank_or_channels_raise_shape_error_naming_both_shapes(shape):
+def test_wrong_rank_or_channels_raise_shape_error_naming_both_shapes(shape):
     se = nn.SqueezeExcitation(16, 4)
     with pytest.raises(ShapeError) as info:
         se(ex.zeros(*shape))
@@ -115,8 +116,8 @@ def test_r4_wrong_rank_or_channels_raise_shape_error_naming_both_shapes(shape):
     assert "[B, 16, H, W]" in message and "[" + ", ".join(map(str, shape)) + "]" in message
 
 
-# ----- R5: parameter names, state_dict, loading torchvision's checkpoint ---------------------------------
-def test_r5_parameter_and_state_dict_keys(torch, torchvision):
+# ----- parameter names, state_dict, loading torchvision's checkpoint ---------------------------------
+def test_parameter_and_state_dict_keys_equal_torchvisions(torch, torchvision):
     se = nn.SqueezeExcitation(16, 4)
     tv = torchvision.ops.SqueezeExcitation(16, 4)
     keys = ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"]
@@ -126,7 +127,7 @@ def test_r5_parameter_and_state_dict_keys(torch, torchvision):
         assert tuple(p.shape) == tuple(tp.shape), n
 
 
-def test_r5_torchvision_state_dict_loads_strictly(torch, torchvision):
+def test_a_torchvision_state_dict_loads_strictly(torch, torchvision):
     tv = torchvision.ops.SqueezeExcitation(16, 4)
     se = nn.SqueezeExcitation(16, 4)
     before = [p.data for p in se.parameters()]
@@ -137,8 +138,8 @@ def test_r5_torchvision_state_dict_loads_strictly(torch, torchvision):
         np.testing.assert_array_equal(p.numpy(), tp.detach().numpy())
 
 
-# ----- R7: train / eval reach the activations ---------------------------------------------------------
-def test_r7_train_and_eval_reach_both_activations():
+# ----- train / eval reach the activations ---------------------------------------------------------
+def test_train_and_eval_reach_both_activations():
     relu = nn.ReLU()
     se = nn.SqueezeExcitation(8, 2, relu, nn.Hardsigmoid)
     se.eval()
@@ -150,19 +151,19 @@ def test_r7_train_and_eval_reach_both_activations():
     assert not se.activation.training and not se.scale_activation.training
 
 
-# ----- R8: repr --------------------------------------------------------------------------------------
+# ----- repr --------------------------------------------------------------------------------------
 @pytest.mark.parametrize("args", [(16, 4, "ReLU", "Sigmoid"), (96, 24, "ReLU", "Hardsigmoid"),
                                   (32, 8, "SiLU", "Sigmoid"), (1, 1, "Hardswish", "Tanh")])
-def test_r8_repr_equals_torchvision(torch, torchvision, args):
+def test_repr_equals_torchvisions(torch, torchvision, args):
     c, s, act, scale = args
     se = nn.SqueezeExcitation(c, s, getattr(nn, act), getattr(nn, scale))
     tv = torchvision.ops.SqueezeExcitation(c, s, getattr(torch.nn, act), getattr(torch.nn, scale))
     assert repr(se) == repr(tv)
 
 
-# ----- R9: gradients ------------------------------------------------------------------------------------
+# ----- gradients ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("act, scale", [("ReLU", "Sigmoid"), ("ReLU", "Hardsigmoid"), ("SiLU", "Sigmoid")])
-def test_r9_gradients_match_torchvision(torch, torchvision, act, scale):
+def test_gradients_match_torchvision(torch, torchvision, act, scale):
     se, tv = _pair(torch, torchvision, 16, 4, act, scale)
     rng = np.random.default_rng(3)
     x = (rng.standard_normal((2, 16, 5, 5)) * 2).astype(np.float32)
@@ -193,7 +194,7 @@ def _se_away_from_kinks(scale):
 
 
 @pytest.mark.parametrize("scale", [nn.Sigmoid, nn.Hardsigmoid])
-def test_r9_gradcheck_input_and_all_parameters(scale):
+def test_gradcheck_of_the_input_and_every_parameter(scale):
     se, x = _se_away_from_kinks(scale)
     x.requires_grad_()
     params = list(se.parameters())
@@ -202,8 +203,8 @@ def test_r9_gradcheck_input_and_all_parameters(scale):
     assert ex.autograd.gradcheck(lambda inp, *ps: se(inp), (x, *params), eps=1e-6, atol=1e-6, rtol=1e-4)
 
 
-# ----- R10: threads ------------------------------------------------------------------------------------
-def test_r10_shared_module_across_eight_threads_matches_single_thread():
+# ----- threads ------------------------------------------------------------------------------------
+def test_one_module_shared_by_eight_threads_matches_a_single_thread():
     ex.manual_seed(5)
     se = nn.SqueezeExcitation(16, 4, nn.ReLU, nn.Hardsigmoid)
     rng = np.random.default_rng(4)
@@ -266,7 +267,7 @@ def test_r10_shared_module_across_eight_threads_matches_single_thread():
     assert ex.is_grad_enabled()
 
 
-def test_r10_grad_mode_set_in_one_thread_does_not_leak_into_another():
+def test_grad_mode_set_in_one_thread_does_not_leak_into_another():
     se = nn.SqueezeExcitation(4, 2)
     x = ex.randn(1, 4, 3, 3, requires_grad=True)
     disabled = threading.Event()

@@ -8,6 +8,7 @@ import tempfile
 import numpy as np
 
 from ..errors import CheckpointError, ExciteError, InvalidArgumentError, UnsafeCheckpointError, shape_str
+from ..vision.weights import IMAGENET_MEAN, IMAGENET_STD
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".pth.tar", ".ckpt", ".bin", ".safetensors")
 # wrappers other tools put around a state_dict (torchvision's reference scripts use "model")
@@ -38,7 +39,7 @@ class Preprocessing:
     @classmethod
     def imagenet(cls, image_size, resize_size=None):
         resize = int(round(image_size / 0.875)) if resize_size is None else resize_size
-        return cls(image_size=image_size, resize_size=resize, mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
+        return cls(image_size=image_size, resize_size=resize, mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD))
 
 
 @dataclasses.dataclass
@@ -222,8 +223,8 @@ def _from_name(name, model_name, weights, image_size, resize_size):
     model = registry.load_pretrained(get_model(name), entry).eval()
     p = entry.preprocessing
     prep = Preprocessing(image_size=image_size or p["crop_size"], resize_size=resize_size or p["resize_size"],
-                         mean=list(p.get("mean", (0.485, 0.456, 0.406))),
-                         std=list(p.get("std", (0.229, 0.224, 0.225))),
+                         mean=list(p.get("mean", IMAGENET_MEAN)),
+                         std=list(p.get("std", IMAGENET_STD)),
                          interpolation=p.get("interpolation", "bilinear"))
     return InferenceModel(model, name, list(entry.meta["categories"]), prep, f"{name} ({entry!r})")
 

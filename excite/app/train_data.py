@@ -5,9 +5,7 @@ import os
 import numpy as np
 
 from ..errors import InvalidArgumentError
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from ..vision.weights import IMAGENET_MEAN, IMAGENET_STD
 
 
 @dataclasses.dataclass

@@ -1,35 +1,106 @@
-"""Elementwise activation kernels and their backward rules, on plain arrays.
+"""Elementwise activations and their derivatives on plain arrays, by registry name (`activations`).
 
-Large float32/float64 arrays go through compiled one-pass kernels (`elementwise`): no
-temporaries, vectorised exp. Small arrays (the SE gate's [N, C, 1, 1], logits) stay in NumPy,
-where a call costs less than a parallel launch. Outputs keep the input's memory layout.
+Large float32/float64 arrays of the built-in activations go through the compiled one-pass kernels
+(`compiled.elementwise`): no temporaries, vectorised exp. Small arrays (the SE gate's [N, C, 1, 1],
+logits), other dtypes and activations registered at run time evaluate the registry's formulas
+with NumPy, where a call costs less than a parallel launch. Outputs keep the input's memory layout.
+Softmax and log-softmax (not elementwise) are here too.
 """
+import math
+
 import numpy as np
 
-from . import activation_kinds
+from . import activations as registry
 from . import buffers
 from .layout import flat, like
-from .threads import LazyModule
+from .threads import LazyModule, compiled_worthwhile
 
 elementwise = LazyModule("elementwise")  # compiled kernels: numba loads on first use
+activation_math = LazyModule("activation_math")
 
-COMPILED_MIN_SIZE = 1 << 15
 NS_PER_ELEMENT = 0.6  # single-thread cost estimate, to decide on threads (`threads.PARALLEL_MIN_NS`)
 
 
-def _compiled(x):
-    return x.size >= COMPILED_MIN_SIZE and x.dtype in (np.float32, np.float64)
+def _compiled(x, record):
+    return record.builtin and compiled_worthwhile(x, "elementwise")
 
 
-def _kinds():
-    return activation_kinds
+# ----- the formulas, evaluated with NumPy ------------------------------------------------------------------
+def _numpy_sigmoid(v):
+    with np.errstate(over="ignore"):
+        return 1 / (1 + np.exp(-v))
 
 
-def _unary(x, kind_name, out=None):
-    """act(x) through the compiled kernel; ``out`` (same layout as x, may be x) receives it."""
-    kind = _kinds().KINDS[kind_name]
+def _numpy_clamp(v, lo, hi):
+    v = np.where(v < lo, lo, v)  # std::max / std::min: NaN stays NaN
+    return np.where(hi < v, hi, v)
+
+
+def _numpy_exp(v):
+    with np.errstate(over="ignore"):
+        return np.exp(v)
+
+
+_erf = np.vectorize(math.erf, otypes=[np.float64])
+_NUMPY_FUNCTIONS = {"where": np.where, "clamp": _numpy_clamp, "exp": _numpy_exp, "log1p": np.log1p,
+                    "tanh": np.tanh, "erf": lambda v: _erf(v).astype(np.result_type(v, np.float32), copy=False),
+                    "sqrt": np.sqrt, "sigmoid": _numpy_sigmoid}
+_CODE = {}  # formula text -> compiled code object
+
+
+def evaluate(formula, variable, value):
+    """The registry formula ``formula`` (an expression in ``variable``) on the array ``value``, in
+    ``value``'s dtype and shape."""
+    code = _CODE.get(formula)
+    if code is None:
+        code = _CODE[formula] = compile(formula, f"<activation formula {formula!r}>", "eval")
+    result = eval(code, {"__builtins__": {}, **_NUMPY_FUNCTIONS}, {variable: value})  # noqa: S307  (registry formulas)
+    out = np.empty_like(value)
+    out[...] = result  # numbers and float64 constants come back in value's dtype
+    return out
+
+
+# ----- dispatch --------------------------------------------------------------------------------------------
+def forward(x, name, out=None):
+    """``act(x)`` for the activation ``name`` (None: identity); ``out`` (x's layout, may be x) receives it."""
+    record = registry.get(name)
+    if record is None:
+        return x if out is None else _store(out, x)
+    if _compiled(x, record):
+        return _forward_compiled(x, record.code, out)
+    return _store(out, evaluate(record.forward, "x", x))
+
+
+def backward(grad, saved, name):
+    """``grad * act'(.)`` from what backward saved: the output when the record has
+    ``derivative_of_output`` (`Activation.saves_output`), else the input."""
+    record = registry.get(name)
+    if record is None:
+        return grad
+    if _compiled(saved, record):
+        return _backward_compiled(grad, saved, activation_math.grad_code(record, record.saves_output))
+    return derivative_times(grad, saved, record, at_output=record.saves_output)
+
+
+def derivative_times(grad, saved, record, at_output=False):
+    """``grad * act'`` with NumPy, at the input ``saved`` (or at the output when ``at_output``)."""
+    if at_output:
+        slope = evaluate(record.derivative_of_output, "y", saved)
+    else:
+        slope = evaluate(record.derivative, "x", saved)
+    return (grad * slope).astype(grad.dtype, copy=False)
+
+
+def _store(out, value):
+    if out is None:
+        return value
+    out[...] = value
+    return out
+
+
+def _forward_compiled(x, code, out=None):
     if out is x and flat(x) is not None:
-        elementwise.activation_inplace(flat(x), kind, work_ns=x.size * NS_PER_ELEMENT)
+        elementwise.activation_inplace(flat(x), code, work_ns=x.size * NS_PER_ELEMENT)
         return out
     src = flat(x)
     if src is None:
@@ -37,115 +108,31 @@ def _unary(x, kind_name, out=None):
         src = x.reshape(-1)
     if out is None:
         out = buffers.empty_like(x)
-    elementwise.activation_forward(src, flat(out), kind, work_ns=x.size * NS_PER_ELEMENT)
+    elementwise.activation_forward(src, flat(out), code, work_ns=x.size * NS_PER_ELEMENT)
     return out
 
 
-def _binary(grad, saved, kind_code):
+def _backward_compiled(grad, saved, grad_code):
     src = flat(saved)
     if src is None:
         saved = np.ascontiguousarray(saved)
         src = saved.reshape(-1)
     grad = like(grad.astype(saved.dtype, copy=False), saved)
     out = buffers.empty_like(saved)
-    elementwise.activation_backward(flat(grad), src, flat(out), kind_code, work_ns=grad.size * NS_PER_ELEMENT)
+    elementwise.activation_backward(flat(grad), src, flat(out), grad_code, work_ns=grad.size * NS_PER_ELEMENT)
     return out
 
 
-def activate(x, kind_name, out=None):
-    """Activation by name ('relu', 'hardswish', ..., None for identity); ``out=x`` works in place."""
-    if kind_name in (None, "identity"):
-        return x if out is None else out
-    if _compiled(x):
-        return _unary(x, kind_name, out)
-    y = _NUMPY_FORWARD[kind_name](x)
-    if out is None:
-        return y
-    out[...] = y
-    return out
+def compiled_code(name):
+    """(code the compiled kernels apply, activation left for the caller to apply afterwards): an
+    activation registered at run time is not compiled into the kernels' epilogues."""
+    record = registry.get(name)
+    if record is None:
+        return registry.IDENTITY, None
+    return (record.code, None) if record.builtin else (registry.IDENTITY, name)
 
 
-def relu(x):
-    return _unary(x, "relu") if _compiled(x) else np.maximum(x, 0)
-
-
-def relu_backward(grad, x):
-    return _binary(grad, x, _kinds().RELU) if _compiled(x) else np.where(x <= 0, 0, grad).astype(grad.dtype, copy=False)
-
-
-def relu6(x):
-    return _unary(x, "relu6") if _compiled(x) else np.clip(x, 0, 6)
-
-
-def relu6_backward(grad, x):
-    return _binary(grad, x, _kinds().RELU6) if _compiled(x) else grad * ((x > 0) & (x < 6))
-
-
-def sigmoid(x):
-    if _compiled(x):
-        return _unary(x, "sigmoid")
-    with np.errstate(over="ignore"):
-        return 1.0 / (1.0 + np.exp(-x))
-
-
-def sigmoid_backward(grad, y):
-    """Backward of sigmoid written in terms of its output ``y``."""
-    return _binary(grad, y, _kinds().SIGMOID_OF_OUTPUT) if _compiled(y) else grad * (y * (1 - y))
-
-
-def tanh(x):
-    return np.tanh(x)
-
-
-def tanh_backward(grad, y):
-    return grad * (1 - y * y)
-
-
-def hardsigmoid(x):
-    if _compiled(x):
-        return _unary(x, "hardsigmoid")
-    return np.minimum(np.maximum(x + 3, 0), 6) / 6
-
-
-def hardsigmoid_backward(grad, x):
-    if _compiled(x):
-        return _binary(grad, x, _kinds().HARDSIGMOID)
-    return grad * (((x > -3) & (x < 3)) / 6).astype(grad.dtype, copy=False)
-
-
-def hardswish(x):
-    if _compiled(x):
-        return _unary(x, "hardswish")
-    return x * np.minimum(np.maximum(x + 3, 0), 6) / 6
-
-
-def hardswish_backward(grad, x):
-    if _compiled(x):
-        return _binary(grad, x, _kinds().HARDSWISH)
-    # torch 2.14: 0 for x <= -3, x/3 + 0.5 for -3 < x < 3, 1 for x >= 3 (NaN stays NaN)
-    slope = np.where(x <= -3, 0, np.where(x >= 3, 1, x / 3 + 0.5))
-    return grad * slope.astype(grad.dtype, copy=False)
-
-
-def silu(x):
-    if _compiled(x):
-        return _unary(x, "silu")
-    with np.errstate(over="ignore"):
-        return x / (1 + np.exp(-x))
-
-
-def silu_backward(grad, x):
-    if _compiled(x):
-        return _binary(grad, x, _kinds().SILU)
-    with np.errstate(over="ignore"):
-        s = 1 / (1 + np.exp(-x))
-    return grad * (s * (1 + x * (1 - s)))
-
-
-_NUMPY_FORWARD = {"relu": lambda x: np.maximum(x, 0), "relu6": lambda x: np.clip(x, 0, 6),
-                  "sigmoid": sigmoid, "hardsigmoid": hardsigmoid, "hardswish": hardswish, "silu": silu}
-
-
+# ----- softmax -----------------------------------------------------------------------------------------
 def softmax(x, axis):
     e = np.exp(x - x.max(axis=axis, keepdims=True))
     return e / e.sum(axis=axis, keepdims=True)

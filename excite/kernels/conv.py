@@ -11,13 +11,17 @@ Which algorithm runs depends on the convolution's kind:
 - grouped: per-group im2col views + BLAS in NCHW.
 float32 / float64 take the compiled paths; other dtypes im2col + BLAS (`blas.matmul`). The first
 three return channels-last arrays (see `layout`); every kernel accepts any layout.
+
+`conv2d_forward` also applies an epilogue — ``act((conv + bias) * scale + shift) + residual``, batch
+norm folded into ``scale`` / ``shift`` — inside the compiled kernels where they have one (1x1
+products, the implicit dense product, depthwise rows), else in one pass after.
 """
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from .activation_kinds import IDENTITY
-from . import pointwise
-from . import buffers
+from . import activation as A
+from . import buffers, pointwise
+from .activations import IDENTITY
 from .blas import matmul
 from .layout import from_nhwc, is_channels_last, nhwc
 from .threads import LazyModule
@@ -30,51 +34,92 @@ def output_size(size, kernel, stride, padding, dilation):
     return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
 
 
-def _is_depthwise(c, w_shape, groups):
-    return groups > 1 and groups == c and w_shape[1] == 1
-
-
-def _common_dtype(*arrays):
-    dtype = np.result_type(*arrays)
-    return dtype if dtype.kind == "f" else np.dtype(np.float64)
-
-
 def _no_bias(dtype):
     return np.empty(0, dtype=dtype)
 
 
 # ----- dispatch ---------------------------------------------------------------------------
-def conv2d_forward(x, w, bias, stride, padding, dilation, groups):
+def is_depthwise(c, w_shape, groups):
+    return groups > 1 and groups == c and w_shape[1] == 1
+
+
+def common_dtype(*arrays):
+    """The dtype a convolution of these arrays computes in: theirs if floating, else float64."""
+    dtype = np.result_type(*arrays)
+    return dtype if dtype.kind == "f" else np.dtype(np.float64)
+
+
+def conv2d_forward(x, w, bias, stride, padding, dilation, groups, scale=None, shift=None, activation=None,
+                   residual=None):
+    """``act((conv2d(x, w) + bias) * scale + shift) + residual``; the plain convolution when the
+    epilogue arguments are None.
+
+    ``scale`` / ``shift`` are per output channel (batch norm's affine map); ``activation`` is a
+    registry name (`activations`) or None; ``residual`` has the output's shape.
+    """
     n, c, h, wd = x.shape
     o, cg, kh, kw = w.shape
     oh = output_size(h, kh, stride[0], padding[0], dilation[0])
     ow = output_size(wd, kw, stride[1], padding[1], dilation[1])
-    dtype = _common_dtype(x, w)
+    dtype = common_dtype(x, w)
     x = x.astype(dtype, copy=False)
     w = w.astype(dtype, copy=False)
-    if _is_depthwise(c, w.shape, groups):
-        return _depthwise_forward(x, w, bias, stride, padding, dilation, oh, ow)
-    if groups == 1:
-        if kh == kw == 1 and padding == (0, 0):
-            out = _pointwise_forward(x, w, stride)
-        else:
-            out = _dense_forward(x, w, stride, padding, dilation, oh, ow)
-        if bias is not None:
-            out += bias.astype(dtype, copy=False)
-        return from_nhwc(out)
-    out = _grouped_forward(x, w, stride, padding, dilation, groups, oh, ow)
-    if bias is not None:
+    kind, later = A.compiled_code(activation)
+    compiled_activation = None if kind == IDENTITY else activation
+    # the bias rides in the epilogue's shift where a compiled kernel has an epilogue
+    if (scale is not None or shift is not None or kind != IDENTITY
+            or (bias is not None and groups == 1 and pointwise.supported(x, w))):
+        scale, shift = _with_bias(scale, shift, bias, o, dtype)
+        bias = None
+    if residual is not None and residual.shape != (n, o, oh, ow):
+        raise ValueError(f"residual must have the output's shape {(n, o, oh, ow)}, got {residual.shape}")
+    epilogue_done = residual_done = False
+    if is_depthwise(c, w.shape, groups):
+        out = _depthwise_forward(x, w, bias, stride, padding, dilation, oh, ow, scale, shift, kind)
+        epilogue_done = True
+    elif groups == 1 and kh == kw == 1 and padding == (0, 0):
+        compiled = pointwise.supported(x, w)
+        rows = None
+        if compiled and residual is not None:
+            rows = nhwc(residual.astype(dtype, copy=False)).reshape(-1, o)
+        out = from_nhwc(_pointwise_forward(x, w, stride, scale, shift, compiled_activation, rows))
+        epilogue_done, residual_done = compiled, rows is not None
+    elif groups == 1 and implicit_dense_applies(x, w):
+        out = from_nhwc(_dense_implicit(x, w, stride, padding, dilation, oh, ow, scale, shift, kind))
+        epilogue_done = True
+    elif groups == 1:
+        out = from_nhwc(_dense_forward(x, w, stride, padding, dilation, oh, ow))
+    else:
+        out = _grouped_forward(x, w, stride, padding, dilation, groups, oh, ow)
+    if scale is not None and not epilogue_done:
+        from .norm import batch_norm_apply
+
+        out = batch_norm_apply(out, scale, shift, compiled_activation, out=out)
+    elif bias is not None and not epilogue_done:
         out += bias.astype(dtype, copy=False).reshape(1, -1, 1, 1)
+    if later is not None:
+        A.forward(out, later, out=out)
+    if residual is not None and not residual_done:
+        out += residual
     return out
+
+
+def _with_bias(scale, shift, bias, channels, dtype):
+    """(scale, shift) of the epilogue with the convolution's bias folded in: (y + b) * s + t = y * s + (b * s + t)."""
+    scale = np.ones(channels, dtype) if scale is None else np.ascontiguousarray(scale, dtype=dtype)
+    shift = np.zeros(channels, dtype) if shift is None else np.ascontiguousarray(shift, dtype=dtype)
+    if bias is not None:
+        shift = shift + bias.astype(dtype, copy=False) * scale
+    return scale, shift
 
 
 def conv2d_backward_input(grad, x_shape, w, stride, padding, dilation, groups):
     n, c, h, wd = x_shape
     o, cg, kh, kw = w.shape
-    dtype = _common_dtype(grad, w)
+    dtype = common_dtype(grad, w)
     grad = grad.astype(dtype, copy=False)
     w = w.astype(dtype, copy=False)
-    if _is_depthwise(c, w.shape, groups):
+    if is_depthwise(c, w.shape, groups):
         return _depthwise_backward_input(grad, x_shape, w, stride, padding, dilation)
     if groups == 1:
         if kh == kw == 1 and padding == (0, 0):
@@ -86,10 +131,10 @@ def conv2d_backward_input(grad, x_shape, w, stride, padding, dilation, groups):
 def conv2d_backward_weight(grad, x, w_shape, stride, padding, dilation, groups):
     n, c = x.shape[:2]
     o, cg, kh, kw = w_shape
-    dtype = _common_dtype(grad, x)
+    dtype = common_dtype(grad, x)
     grad = grad.astype(dtype, copy=False)
     x = x.astype(dtype, copy=False)
-    if _is_depthwise(c, w_shape, groups):
+    if is_depthwise(c, w_shape, groups):
         return _depthwise_backward_weight(grad, x, w_shape, stride, padding, dilation)
     if groups == 1:
         if kh == kw == 1 and padding == (0, 0):
@@ -116,7 +161,7 @@ def _taps_last(w):
     return np.ascontiguousarray(w[:, 0].transpose(1, 2, 0))
 
 
-def _depthwise_forward(x, w, bias, stride, padding, dilation, oh, ow, scale=None, shift=None, kind=None):
+def _depthwise_forward(x, w, bias, stride, padding, dilation, oh, ow, scale=None, shift=None, kind=IDENTITY):
     """Channels-last depthwise conv; ``scale``/``shift``/``kind`` add batch norm and an activation."""
     n = x.shape[0]
     o = w.shape[0]
@@ -127,7 +172,7 @@ def _depthwise_forward(x, w, bias, stride, padding, dilation, oh, ow, scale=None
     shift = empty if shift is None else np.ascontiguousarray(shift, dtype=x.dtype)
     out = buffers.empty((n, oh, ow, o), x.dtype)
     band = -(-oh // -(-DEPTHWISE_TASKS // n))  # several row bands per image when the batch is small
-    depthwise_cl.depthwise_forward_cl(xc, _taps_last(w), b, scale, shift, IDENTITY if kind is None else kind, out,
+    depthwise_cl.depthwise_forward_cl(xc, _taps_last(w), b, scale, shift, kind, out,
                                       *stride, *padding, *dilation, band, work_ns=out.size * (w[0, 0].size * 0.1 + 0.5))
     return from_nhwc(out)
 
@@ -179,14 +224,14 @@ def _strided_pixels(x, stride):
     return xc
 
 
-def _pointwise_forward(x, w, stride, scale=None, shift=None, kind=IDENTITY, residual=None):
+def _pointwise_forward(x, w, stride, scale=None, shift=None, activation=None, residual=None):
     """[N, OH, OW, O] = act(conv * scale + shift) + residual rows of a 1x1 convolution (the epilogue
     only where the compiled product runs: callers pass it only when `pointwise.supported`)."""
     xc = _strided_pixels(x, stride)
     n, oh, ow, c = xc.shape
     rows = xc.reshape(-1, c)
     if pointwise.supported(rows, w):
-        out = pointwise.pointwise(rows, w, scale, shift, kind, residual)
+        out = pointwise.pointwise(rows, w, scale, shift, activation, residual)
     else:
         out = matmul(rows, w.reshape(w.shape[0], c).T)
     return out.reshape(n, oh, ow, w.shape[0])

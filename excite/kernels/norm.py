@@ -9,14 +9,12 @@ compiled passes of `batchnorm`; other layouts use NumPy.
 import numpy as np
 
 from . import activation as A
-from . import buffers
-from .activation_kinds import KINDS
+from . import activations, buffers
 from .layout import like
-from .threads import LazyModule
+from .threads import LazyModule, compiled_worthwhile
 
 batchnorm = LazyModule("batchnorm")  # compiled kernels: numba loads on first use
 
-COMPILED_MIN_SIZE = 1 << 15
 ROWS_PER_BLOCK_ELEMENTS = 1 << 15  # statistics are summed per block of about this many elements
 
 
@@ -28,9 +26,10 @@ def _per_channel(v, ndim):
     return v.reshape((1, -1) + (1,) * (ndim - 2))
 
 
-def _rows(x):
-    """[M, C] C-contiguous view with channels innermost, or None if the layout does not allow it."""
-    if x.size < COMPILED_MIN_SIZE or x.dtype not in (np.float32, np.float64):
+def _rows(x, activation=None):
+    """[M, C] C-contiguous view with channels innermost, or None if the layout (or an activation the
+    compiled kernels do not hold) does not allow it."""
+    if not compiled_worthwhile(x, "batch_norm") or not activations.compiled(activation):
         return None
     if x.ndim == 2 and x.flags.c_contiguous:
         return x
@@ -40,7 +39,7 @@ def _rows(x):
 
 
 def _kind(activation):
-    return KINDS[activation]
+    return activations.code(activation)
 
 
 def _blocks(m, c):
@@ -74,14 +73,38 @@ def batch_norm_affine(mean, var, weight, bias, eps):
     return scale, shift, invstd
 
 
+_EMPTY = {}
+
+
+def _empty(dtype):
+    arr = _EMPTY.get(dtype)
+    if arr is None:
+        arr = _EMPTY[dtype] = np.empty(0, dtype)
+    return arr
+
+
+def inference_affine(mean, var, weight, bias, eps, conv_bias=None, dtype=None):
+    """`batch_norm_affine`'s (scale, shift) for running statistics, with a preceding convolution's bias
+    folded into ``shift``, in ``dtype`` (default the statistics'): one compiled call, as eval-mode
+    inference pays this on every forward."""
+    dtype = np.dtype(mean.dtype if dtype is None else dtype)
+    channels = mean.shape[0]
+    scale = np.empty(channels, dtype)
+    shift = np.empty(channels, dtype)
+    batchnorm.inference_affine(mean, var, _empty(mean.dtype) if weight is None else weight,
+                               _empty(mean.dtype) if bias is None else bias,
+                               _empty(mean.dtype) if conv_bias is None else conv_bias, float(eps), scale, shift)
+    return scale, shift
+
+
 def batch_norm_apply(x, scale, shift, activation=None, out=None):
     """act(x * scale + shift) per channel, in x's layout; ``out`` (x's layout, may be x) receives it."""
-    rows = _rows(x)
+    rows = _rows(x, activation)
     scale = np.ascontiguousarray(scale, dtype=x.dtype)
     shift = np.ascontiguousarray(shift, dtype=x.dtype)
     if rows is None:
         y = x * _per_channel(scale, x.ndim) + _per_channel(shift, x.ndim)
-        y = A.activate(y, activation, out=y)
+        y = A.forward(y, activation, out=y)
         if out is None:
             return y
         out[...] = y
@@ -119,11 +142,6 @@ def batch_norm_update_stats(running_mean, running_var, mean, var, count, momentu
 
 
 # ----- backward --------------------------------------------------------------------------------
-_NUMPY_GRAD = {"relu": A.relu_backward, "relu6": A.relu6_backward, "hardsigmoid": A.hardsigmoid_backward,
-               "hardswish": A.hardswish_backward, "silu": A.silu_backward,
-               "sigmoid": lambda g, z: A.sigmoid_backward(g, A.sigmoid(z))}
-
-
 def batch_norm_backward(grad, x, scale, shift, mean, invstd, weight, training, activation=None):
     """Gradients (x, weight, bias) of ``act(x * scale + shift)``.
 
@@ -131,13 +149,14 @@ def batch_norm_backward(grad, x, scale, shift, mean, invstd, weight, training, a
     else the running mean.
     """
     m = x.size // x.shape[1]
-    rows = _rows(x)
+    rows = _rows(x, activation)
     coef = invstd if weight is None else invstd * weight
     if rows is not None:
         gx, s1, s2 = _backward_compiled(grad, x, rows, scale, shift, mean, activation)
     else:
         z = x * _per_channel(scale.astype(x.dtype), x.ndim) + _per_channel(shift.astype(x.dtype), x.ndim)
-        gz = grad if activation in (None, "identity") else _NUMPY_GRAD[activation](grad, z)
+        record = activations.get(activation)
+        gz = grad if record is None else A.derivative_times(grad, z, record)
         axes = _axes(x)
         s1 = gz.sum(axis=axes, dtype=np.float64)
         s2 = (gz * (x - _per_channel(mean.astype(x.dtype), x.ndim))).sum(axis=axes, dtype=np.float64)

@@ -6,9 +6,8 @@ into tasks for the threads. Importable without numba (the kernels load on first 
 """
 import numpy as np
 
-from . import threads
-from . import buffers
-from .activation_kinds import IDENTITY
+from . import activation as A
+from . import activations, buffers, threads
 from .threads import LazyModule
 
 gemm = LazyModule("gemm")  # compiled kernels: numba loads on first use
@@ -42,12 +41,19 @@ def _broadcast_is_faster(m, k, n):
     return madds + TRANSPOSE_MADDS * k * n < madds * (k + DOT_FOLD_DEPTH) / k
 
 
-def pointwise(a, w, scale=None, shift=None, kind=IDENTITY, residual=None, out=None):
+def pointwise(a, w, scale=None, shift=None, activation=None, residual=None, out=None):
     """``act((a @ w.T) * scale + shift) + residual`` as a new (or the given ``out``) [M, O] array.
 
     ``a`` [M, C] and ``residual`` [M, O] are C-contiguous; ``scale`` / ``shift`` are per output
-    channel (None: 1 and 0); ``kind`` is an `activation_kinds` code.
+    channel (None: 1 and 0); ``activation`` is a registry name (`activations`) or None.
     """
+    kind, later = A.compiled_code(activation)
+    if later is not None:  # an activation registered at run time: applied after the compiled product
+        out = pointwise(a, w, scale, shift, None, None, out)
+        A.forward(out, later, out=out)
+        if residual is not None:
+            out += residual
+        return out
     m, k = a.shape
     w = _weight_matrix(w)
     n = w.shape[0]
@@ -89,7 +95,7 @@ def input_gradient(grad, w):
     w = _weight_matrix(w)
     n = w.shape[1]
     dtype = grad.dtype
-    return _broadcast(grad, w, np.ones(n, dtype), np.zeros(n, dtype), IDENTITY, np.empty((0, 0), dtype),
+    return _broadcast(grad, w, np.ones(n, dtype), np.zeros(n, dtype), activations.IDENTITY, np.empty((0, 0), dtype),
                       buffers.empty((grad.shape[0], n), dtype))
 
 

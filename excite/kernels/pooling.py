@@ -5,11 +5,9 @@ from numpy.lib.stride_tricks import as_strided
 from . import buffers
 
 from .layout import empty_nhwc, is_channels_last
-from .threads import LazyModule
+from .threads import LazyModule, compiled_worthwhile
 
 channel_reduce = LazyModule("channel_reduce")  # compiled kernels: numba loads on first use
-
-COMPILED_MIN_SIZE = 1 << 16
 
 
 def _bounds(size, out):
@@ -25,7 +23,7 @@ def global_avg_pool2d(x):
     n, c, h, w = x.shape
     if is_channels_last(x) and x.dtype in (np.float32, np.float64):
         pixels = x.transpose(0, 2, 3, 1).reshape(n, h * w, c)
-        if x.size < COMPILED_MIN_SIZE:
+        if not compiled_worthwhile(x, "global_pool"):
             return pixels.mean(axis=1).reshape(n, c, 1, 1)
         out = np.empty((n, c), dtype=x.dtype)
         channel_reduce.channel_means(pixels, out, work_ns=x.size * 0.3)

@@ -8,25 +8,19 @@ of the five or six full passes the unfused graph makes.
 import numpy as np
 
 from . import activation as A
-from . import buffers, pointwise
-from .activation_kinds import KINDS
+from . import activations, buffers, pointwise
 from .layout import empty_nhwc, is_channels_last, like
 from .pooling import global_avg_pool2d
-from .threads import LazyModule
+from .threads import LazyModule, compiled_worthwhile
 
 channel_reduce = LazyModule("channel_reduce")  # compiled kernels: numba loads on first use
 
-COMPILED_MIN_SIZE = 1 << 12
 
-_FORWARD = {"relu": A.relu, "relu6": A.relu6, "sigmoid": A.sigmoid, "hardsigmoid": A.hardsigmoid,
-            "hardswish": A.hardswish, "silu": A.silu, "tanh": A.tanh}
-# each backward takes (grad, pre-activation, post-activation)
-_BACKWARD = {"relu": lambda g, z, y: A.relu_backward(g, z), "relu6": lambda g, z, y: A.relu6_backward(g, z),
-             "sigmoid": lambda g, z, y: A.sigmoid_backward(g, y),
-             "hardsigmoid": lambda g, z, y: A.hardsigmoid_backward(g, z),
-             "hardswish": lambda g, z, y: A.hardswish_backward(g, z),
-             "silu": lambda g, z, y: A.silu_backward(g, z), "tanh": lambda g, z, y: A.tanh_backward(g, y)}
-SUPPORTED_ACTIVATIONS = frozenset(_FORWARD)
+
+def _activation_backward(grad, pre, post, name):
+    """grad * act' from the pre-activation or the output, whichever the record's derivative uses."""
+    record = activations.get(name)
+    return A.backward(grad, post if record.saves_output else pre, name)
 
 
 def _matrix(w):
@@ -35,7 +29,7 @@ def _matrix(w):
 
 def _layout(x):
     """'channels_last' or 'planes' where the compiled kernels apply (views [N, P, C] / [N, C, P]), else None."""
-    if x.dtype not in (np.float32, np.float64) or x.size < COMPILED_MIN_SIZE:
+    if not compiled_worthwhile(x, "se"):
         return None
     if is_channels_last(x):
         return "channels_last"
@@ -58,10 +52,11 @@ def se_inference(x, w1, b1, w2, b2, activation="relu", scale_activation="sigmoid
     """The output of `se_forward` without the cache for backward: the pooling, both layers as compiled
     products with the bias and activation in their epilogue (`pointwise`), and the compiled gate."""
     layout = _layout(x)
-    if layout is None or not (w1.dtype == w2.dtype == x.dtype) or not {activation, scale_activation} <= KINDS.keys():
+    if (layout is None or not (w1.dtype == w2.dtype == x.dtype)
+            or not (activations.compiled(activation) and activations.compiled(scale_activation))):
         return se_forward(x, w1, b1, w2, b2, activation, scale_activation)[0]
-    hidden = pointwise.pointwise(_pooled(x, layout), w1, None, b1, KINDS[activation])
-    gate = pointwise.pointwise(hidden, w2, None, b2, KINDS[scale_activation])
+    hidden = pointwise.pointwise(_pooled(x, layout), w1, None, b1, activation)
+    gate = pointwise.pointwise(hidden, w2, None, b2, scale_activation)
     return _gated(x, gate, layout)
 
 
@@ -91,11 +86,11 @@ def se_forward(x, w1, b1, w2, b2, activation="relu", scale_activation="sigmoid")
     z1 = pooled @ _matrix(w1).T
     if b1 is not None:
         z1 += b1
-    a1 = _FORWARD[activation](z1)
+    a1 = A.forward(z1, activation)
     z2 = a1 @ _matrix(w2).T
     if b2 is not None:
         z2 += b2
-    gate = _FORWARD[scale_activation](z2)
+    gate = A.forward(z2, scale_activation)
     if layout is None:
         return x * gate.reshape(n, c, 1, 1), (pooled, z1, a1, z2, gate)
     return _gated(x, gate, layout), (pooled, z1, a1, z2, gate)
@@ -116,10 +111,10 @@ def se_backward(grad, x, w1, w2, cache, activation="relu", scale_activation="sig
         grad_gate = grad_gate64.astype(dtype)
     else:
         grad_gate = (grad * x).sum(axis=(2, 3), dtype=np.float64).astype(dtype)
-    g2 = _BACKWARD[scale_activation](grad_gate, z2, gate)
+    g2 = _activation_backward(grad_gate, z2, gate, scale_activation)
     grad_w2 = (g2.T @ a1).reshape(w2.shape)
     grad_b2 = g2.sum(axis=0)
-    g1 = _BACKWARD[activation](g2 @ _matrix(w2), z1, a1)
+    g1 = _activation_backward(g2 @ _matrix(w2), z1, a1, activation)
     grad_w1 = (g1.T @ pooled).reshape(w1.shape)
     grad_b1 = g1.sum(axis=0)
     grad_pooled = (g1 @ _matrix(w1)) / (h * w)

@@ -1,5 +1,11 @@
 """Lazy numba compilation and thread control for the compiled kernels (EXCITE_NUM_THREADS).
 
+Process-wide side effects, when the first compiled kernel runs (``EXCITE_THREAD_CONTROL=0`` turns
+both off): OpenBLAS/MKL are set to one thread (excite splits large products over its own threads,
+`blas`), and ``GOMP_SPINCOUNT=20000`` is put into the environment unless ``OMP_WAIT_POLICY`` or
+``GOMP_SPINCOUNT`` is set (GNU OpenMP's idle threads otherwise spin for ~300k iterations, taking the
+core the next BLAS call or another process needs).
+
 Nothing here imports numba until the first compiled kernel runs, so ``import excite`` stays
 fast. Each kernel is compiled lazily and cached on disk as a ``parallel=True`` variant (run
 with fewer threads when the work is small) and, only when needed, a serial one: in a child
@@ -11,11 +17,22 @@ import threading
 import types
 
 _ENV = "EXCITE_NUM_THREADS"
+_CONTROL_ENV = "EXCITE_THREAD_CONTROL"
 _lock = threading.Lock()  # guards configuration, and parallel launches on the workqueue layer
 _state = None
 _local = threading.local()  # numba's thread count is per calling thread
 _forked = False
 PARALLEL_MIN_NS = 40_000  # kernels estimated to take less than this run on one thread
+# Below these sizes (elements), NumPy costs less than a compiled kernel's launch; measured per kind
+# of kernel: a fused SE block replaces several NumPy calls, so it pays off sooner.
+COMPILED_MIN_ELEMENTS = {"elementwise": 1 << 15, "batch_norm": 1 << 15, "global_pool": 1 << 16, "se": 1 << 12}
+FLOATS = ("float32", "float64")  # the dtypes the compiled kernels are built for
+
+
+def compiled_worthwhile(array, kind):
+    """True if ``array`` (float32/float64, large enough for ``kind`` of `COMPILED_MIN_ELEMENTS`) should
+    go to the compiled kernels."""
+    return array.dtype.name in FLOATS and array.size >= COMPILED_MIN_ELEMENTS[kind]
 
 
 def requested_threads():
@@ -27,6 +44,11 @@ def requested_threads():
         except ValueError:
             pass
     return os.cpu_count() or 1
+
+
+def thread_control():
+    """False when ``EXCITE_THREAD_CONTROL=0``: leave the BLAS thread count and GOMP_SPINCOUNT alone."""
+    return os.environ.get(_CONTROL_ENV, "1").strip() != "0"
 
 
 def _mark_forked():
@@ -48,7 +70,7 @@ class _State:
         self.fork_unsafe = layer == "omp"
         # one thread pool at a time: BLAS runs single-threaded and `blas.matmul` splits large
         # products across excite's own threads (two spinning pools on two cores starve each other)
-        self.blas_single_threaded = _set_blas_threads(1)
+        self.blas_single_threaded = thread_control() and _set_blas_threads(1)
         self._set_threads_checked = numba.set_num_threads
 
     def set_num_threads(self, n):
@@ -68,7 +90,7 @@ def _choose_threading_layer(numba):
     cfg = numba.config
     # libgomp's idle workers spin ~300k iterations by default, stealing the core that a BLAS call or
     # another process needs next; a shorter spin keeps launches fast without that (read at load time)
-    if "OMP_WAIT_POLICY" not in os.environ:
+    if thread_control() and "OMP_WAIT_POLICY" not in os.environ:
         os.environ.setdefault("GOMP_SPINCOUNT", "20000")
     if cfg.THREADING_LAYER not in ("default", "", None):
         chosen = cfg.THREADING_LAYER  # the user asked for something: respect it
@@ -207,8 +229,11 @@ def helper(func):
     return numba.njit(cache=True, nogil=True, error_model="numpy")(func)
 
 
-def inline_helper(func):
-    """Like `helper`, inlined by numba itself: constant arguments then specialise the callee's loops."""
+def inline_helper(func, cache=True):
+    """Like `helper`, inlined by numba itself: constant arguments then specialise the callee's loops.
+
+    ``cache=False`` for generated functions (no source file): only the kernels they are inlined
+    into are cached."""
     import numba
 
-    return numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")(func)
+    return numba.njit(cache=cache, nogil=True, error_model="numpy", inline="always")(func)

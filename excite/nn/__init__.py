@@ -1,6 +1,7 @@
 """Neural-network modules with PyTorch's semantics: `Module`, `Parameter`, layers and the SE block."""
 from . import functional, init
-from .activation import Hardsigmoid, Hardswish, ReLU, ReLU6, Sigmoid, SiLU, Softmax, Tanh
+from .activation import (ActivationModule, Hardsigmoid, Hardswish, ReLU, ReLU6, Sigmoid, SiLU, Softmax, Tanh,
+                         register_activation)
 from .container import ModuleList, Sequential
 from .conv import Conv2d
 from .dropout import Dropout
@@ -19,5 +20,6 @@ __all__ = [
     "Conv2d", "Linear", "BatchNorm1d", "BatchNorm2d", "AdaptiveAvgPool2d", "AvgPool2d", "MaxPool2d", "Dropout",
     "ReLU", "ReLU6", "Sigmoid", "Tanh", "Hardsigmoid", "Hardswish", "SiLU", "Softmax", "Identity", "Flatten",
     "Sequential", "ModuleList", "StochasticDepth", "stochastic_depth", "ConvNormActivation",
-    "Conv2dNormActivation", "SqueezeExcitation", "CrossEntropyLoss", "MSELoss",
+    "Conv2dNormActivation", "SqueezeExcitation", "CrossEntropyLoss", "MSELoss", "ActivationModule",
+    "register_activation",
 ]

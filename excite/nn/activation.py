@@ -1,59 +1,87 @@
-"""Activation modules (`ReLU`, `ReLU6`, `Sigmoid`, `Tanh`, `Hardsigmoid`, `Hardswish`, `SiLU`).
+"""Activation modules: one class per registry record (`excite.kernels.activations`), plus `Softmax`.
 
-``inplace=`` is accepted (and shown in repr) for torch compatibility, but the input is never
-overwritten: autograd may still need it, and another thread may be reading it.
+``ReLU``, ``ReLU6``, ``Sigmoid``, ``Tanh``, ``Hardsigmoid``, ``Hardswish``, ``SiLU`` (and any activation
+added with `register_activation`) are made from their records with torch's names, signatures and
+``repr``. ``inplace=`` is accepted (and shown in repr) for torch compatibility, but the input is
+never overwritten: autograd may still need it, and another thread may be reading it.
 """
+import sys
+
+from ..autograd import functions as fn
+from ..errors import InvalidArgumentError
+from ..kernels import activations
 from . import functional as F
 from .module import Module
 
 
-class _InplaceActivation(Module):
-    _function = None
-    _show_inplace = True  # torch prints 'inplace=True' for these, not for Hardsigmoid/Hardswish
+class ActivationModule(Module):
+    """The base of the registry's activation modules; ``activation`` is the record's name."""
+
+    activation = None
+    _show_inplace = True
 
     def __init__(self, inplace=False):
         super().__init__()
         self.inplace = inplace
 
     def forward(self, input):
-        return type(self)._function(input)
+        return fn.Activation.apply(input, self.activation)
 
     def extra_repr(self):
         return "inplace=True" if self.inplace and self._show_inplace else ""
 
 
-class ReLU(_InplaceActivation):
-    _function = staticmethod(F.relu)
+class _NoInplaceActivation(ActivationModule):
+    """torch's Sigmoid and Tanh take no arguments."""
+
+    def __init__(self):
+        super().__init__()
+        del self.inplace
+
+    def extra_repr(self):
+        return ""
 
 
-class ReLU6(_InplaceActivation):
-    _function = staticmethod(F.relu6)
-    min_val = 0.0
-    max_val = 6.0
+def activation_module(record):
+    """The module class of ``record`` (``nn.<record.module>``)."""
+    base = ActivationModule if record.inplace_argument else _NoInplaceActivation
+    namespace = {"activation": record.name, "_show_inplace": record.show_inplace, "__module__": __name__,
+                 "__doc__": f"``{record.doc or record.forward}``, elementwise (``torch.nn.{record.module}``).",
+                 **record.module_attributes}
+    return type(record.module, (base,), namespace)
 
 
-class Hardsigmoid(_InplaceActivation):
-    _function = staticmethod(F.hardsigmoid)
-    _show_inplace = False
+def register_activation(record):
+    """Add an activation to excite from one `excite.kernels.activations.Activation` record: it gets its
+    module class (``excite.nn.<module>``), its functional (``excite.nn.functional.<name>``), autograd,
+    and ONNX export. Activations registered this way run through NumPy (the compiled kernels hold the
+    built-in ones). Returns the module class."""
+    import excite.nn
+
+    for namespace, attribute in ((excite.nn, record.module), (F, record.name)):
+        if hasattr(namespace, attribute):
+            raise InvalidArgumentError(f"cannot register activation {record.name!r}: "
+                                       f"{namespace.__name__}.{attribute} already exists")
+    record = activations.register(record)
+    cls = activation_module(record)
+    setattr(sys.modules[__name__], record.module, cls)
+    setattr(excite.nn, record.module, cls)
+    setattr(F, record.name, F.activation_functional(record))
+    return cls
 
 
-class Hardswish(_InplaceActivation):
-    _function = staticmethod(F.hardswish)
-    _show_inplace = False
+def module_record(module):
+    """The registry record behind an activation module instance, or None (another module, or a subclass
+    that overrides ``forward``)."""
+    cls = type(module)
+    if issubclass(cls, ActivationModule) and cls.forward is ActivationModule.forward:
+        return activations.get(cls.activation)
+    return None
 
 
-class SiLU(_InplaceActivation):
-    _function = staticmethod(F.silu)
-
-
-class Sigmoid(Module):
-    def forward(self, input):
-        return F.sigmoid(input)
-
-
-class Tanh(Module):
-    def forward(self, input):
-        return F.tanh(input)
+for _record in activations.records():
+    globals()[_record.module] = activation_module(_record)
+del _record
 
 
 class Softmax(Module):

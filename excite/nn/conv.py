@@ -3,16 +3,10 @@ import math
 
 from ..errors import InvalidArgumentError
 from . import functional as F
+from ._utils import pair
 from . import init
 from .module import Module
 from .parameter import Parameter, factory_array
-
-
-def _pair(value):
-    # torch's _pair: an iterable becomes a tuple, a scalar is repeated
-    if isinstance(value, (tuple, list)):
-        return tuple(value)
-    return (value, value)
 
 
 class Conv2d(Module):
@@ -24,8 +18,8 @@ class Conv2d(Module):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
                  bias=True, padding_mode="zeros", device=None, dtype=None):
         super().__init__()
-        kernel_size, stride, dilation = _pair(kernel_size), _pair(stride), _pair(dilation)
-        padding = padding if isinstance(padding, str) else _pair(padding)
+        kernel_size, stride, dilation = pair(kernel_size), pair(stride), pair(dilation)
+        padding = padding if isinstance(padding, str) else pair(padding)
         if not isinstance(groups, int) or groups <= 0:
             raise InvalidArgumentError(f"groups must be a positive integer, got {groups!r}")
         if in_channels % groups != 0:

@@ -2,18 +2,12 @@
 import numpy as np
 
 from ..autograd import functions as fn
+from ..kernels import activations
 from ..autograd.function import Function
 from ..errors import InvalidArgumentError, ShapeError, shape_str
 from ..random import generator
 from ..tensor import Tensor
-
-
-def _pair(v, name, op):
-    if isinstance(v, (int, np.integer)):
-        return (int(v), int(v))
-    if isinstance(v, (tuple, list)) and len(v) == 2 and all(isinstance(i, (int, np.integer)) for i in v):
-        return (int(v[0]), int(v[1]))
-    raise InvalidArgumentError(f"{op}: {name} must be an int or a pair of ints, got {v!r}")
+from ._utils import int_pair
 
 
 def _require_tensor(x, op, name="input"):
@@ -27,33 +21,26 @@ def _require_float(x, op):
         raise InvalidArgumentError(f"{op}: expected a floating-point tensor, got dtype {x.dtype}")
 
 
-# ----- activations ----------------------------------------------------------------------
-def relu(input, inplace=False):
-    return fn.Relu.apply(input)
+# ----- activations: one functional per registry record (`excite.kernels.activations`) -----------------
+def activation_functional(record):
+    """``F.<record.name>``: torch's signature, ``inplace=`` accepted (and ignored: excite never overwrites
+    an input autograd or another thread may still read) where torch has it."""
+    name = record.name
+    if record.inplace_argument:
+        def functional(input, inplace=False):
+            return fn.Activation.apply(input, name)
+    else:
+        def functional(input):
+            return fn.Activation.apply(input, name)
+    functional.__name__ = functional.__qualname__ = name
+    functional.__module__ = __name__
+    functional.__doc__ = f"``{record.doc or record.forward}``, elementwise (``torch.nn.functional.{name}``)."
+    return functional
 
 
-def relu6(input, inplace=False):
-    return fn.Relu6.apply(input)
-
-
-def sigmoid(input):
-    return fn.Sigmoid.apply(input)
-
-
-def tanh(input):
-    return fn.Tanh.apply(input)
-
-
-def hardsigmoid(input, inplace=False):
-    return fn.Hardsigmoid.apply(input)
-
-
-def hardswish(input, inplace=False):
-    return fn.Hardswish.apply(input)
-
-
-def silu(input, inplace=False):
-    return fn.Silu.apply(input)
+for _record in activations.records():
+    globals()[_record.name] = activation_functional(_record)
+del _record
 
 
 def softmax(input, dim):
@@ -106,8 +93,8 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         )
     if bias is not None and tuple(bias.shape) != (o,):
         raise ShapeError(f"conv2d: bias must have shape [{o}], got {shape_str(bias.shape)}")
-    stride = _pair(stride, "stride", op)
-    dilation = _pair(dilation, "dilation", op)
+    stride = int_pair(stride, "stride", op)
+    dilation = int_pair(dilation, "dilation", op)
     if min(stride) < 1 or min(dilation) < 1:
         raise InvalidArgumentError(f"conv2d: stride and dilation must be >= 1, got {stride} and {dilation}")
     if isinstance(padding, str):
@@ -118,7 +105,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
             input = pad(input, (left, right, top, bottom))
             padding = (0, 0)
     else:
-        padding = _pair(padding, "padding", op)
+        padding = int_pair(padding, "padding", op)
         if min(padding) < 0:
             raise InvalidArgumentError(f"conv2d: padding must be >= 0, got {padding}")
     eh = h + 2 * padding[0] - dilation[0] * (kh - 1)
@@ -196,7 +183,7 @@ def adaptive_avg_pool2d(input, output_size):
     _check_4d(input, op)
     if isinstance(output_size, (tuple, list)):
         output_size = tuple(input.shape[2 + i] if s is None else s for i, s in enumerate(output_size))
-    oh, ow = _pair(output_size, "output_size", op)
+    oh, ow = int_pair(output_size, "output_size", op)
     if oh < 1 or ow < 1:
         raise InvalidArgumentError(f"{op}: output_size must be >= 1, got {(oh, ow)}")
     return fn.AdaptiveAvgPool2d.apply(input, output_size=(oh, ow))
@@ -204,9 +191,9 @@ def adaptive_avg_pool2d(input, output_size):
 
 def _pool_args(op, input, kernel_size, stride, padding):
     _check_4d(input, op)
-    kernel = _pair(kernel_size, "kernel_size", op)
-    stride = kernel if stride is None or stride == [] else _pair(stride, "stride", op)
-    padding = _pair(padding, "padding", op)
+    kernel = int_pair(kernel_size, "kernel_size", op)
+    stride = kernel if stride is None or stride == [] else int_pair(stride, "stride", op)
+    padding = int_pair(padding, "padding", op)
     if min(kernel) < 1 or min(stride) < 1:
         raise InvalidArgumentError(f"{op}: kernel_size and stride must be >= 1, got {kernel}, {stride}")
     if padding[0] > kernel[0] // 2 or padding[1] > kernel[1] // 2:
@@ -232,7 +219,7 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     if input.ndim == 3:
         return _unbatched(max_pool2d, input, kernel_size, stride, padding, dilation, ceil_mode)
     kernel, stride, padding = _pool_args("max_pool2d", input, kernel_size, stride, padding)
-    dilation = _pair(dilation, "dilation", "max_pool2d")
+    dilation = int_pair(dilation, "dilation", "max_pool2d")
     return fn.MaxPool2d.apply(input, kernel=kernel, stride=stride, padding=padding, dilation=dilation,
                               ceil_mode=ceil_mode)
 

@@ -10,14 +10,11 @@ from ..autograd.grad_mode import is_grad_enabled
 from ..kernels.conv import output_size
 from ..kernels.fused import conv_bn_act_inference
 from ..tensor import Tensor
-from .activation import Hardsigmoid, Hardswish, ReLU, ReLU6, Sigmoid, SiLU
+from ._utils import pair
+from .activation import module_record
 from .conv import Conv2d
 from .norm import BatchNorm2d
 from .pooling import AdaptiveAvgPool2d
-
-_ACTIVATION_NAMES = {ReLU: "relu", ReLU6: "relu6", Hardswish: "hardswish", Hardsigmoid: "hardsigmoid",
-                     SiLU: "silu", Sigmoid: "sigmoid"}
-
 
 def _hooked(module):
     return bool(module._forward_pre_hooks or module._forward_hooks)
@@ -26,8 +23,8 @@ def _hooked(module):
 def _activation_name(module):
     if module is None:
         return None, True
-    name = _ACTIVATION_NAMES.get(type(module))
-    return name, name is not None and not _hooked(module)
+    record = module_record(module)
+    return (None, False) if record is None else (record.name, not _hooked(module))
 
 
 def _plain_conv(conv):
@@ -93,38 +90,26 @@ def conv_norm_activation(block, input, residual=None):
                  None if bias is None else bias.data, norm.eps)
     conv_bias = conv._parameters["bias"]
     out = conv_bn_act_inference(input.data, conv._parameters["weight"].data,
-                                None if conv_bias is None else conv_bias.data, _pair(conv.stride),
-                                _pair(conv.padding), _pair(conv.dilation), conv.groups, stats, activation,
+                                None if conv_bias is None else conv_bias.data, pair(conv.stride),
+                                pair(conv.padding), pair(conv.dilation), conv.groups, stats, activation,
                                 None if residual is None else residual.data)
     return Tensor(out)
 
 
 def _batch_norm_activation(norm, input, activation):
-    """``activation(norm(input))`` as one BatchNorm Function; the same state updates as
-    ``_BatchNorm.forward`` (num_batches_tracked, cumulative average when momentum is None)."""
+    """``activation(norm(input))`` as one BatchNorm Function (the state update is the module's own)."""
     if input.ndim != 4 or input.shape[1] != norm.num_features:
         return None  # let the plain path raise its error
     if norm.training and input.data.size // input.shape[1] <= 1:
         return None
-    factor = 0.0 if norm.momentum is None else norm.momentum
-    if norm.training and norm.track_running_stats and norm.num_batches_tracked is not None:
-        norm.num_batches_tracked.data += 1
-        if norm.momentum is None:
-            factor = 1.0 / float(norm.num_batches_tracked.data)
-    bn_training = norm.training or (norm.running_mean is None and norm.running_var is None)
-    use_stats = not norm.training or norm.track_running_stats
-    return _BatchNormFunction.apply(input, norm.running_mean if use_stats else None,
-                                    norm.running_var if use_stats else None, norm.weight, norm.bias,
-                                    training=bn_training, momentum=factor, eps=norm.eps, activation=activation)
-
-
-def _pair(v):
-    return (v, v) if isinstance(v, int) else tuple(v)
+    running_mean, running_var, weight, bias, training, momentum, eps = norm.batch_norm_arguments()
+    return _BatchNormFunction.apply(input, running_mean, running_var, weight, bias, training=training,
+                                    momentum=momentum, eps=eps, activation=activation)
 
 
 def _output_shape(conv, input):
     n, _, h, w = input.shape
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = (_pair(v) for v in (conv.kernel_size, conv.stride, conv.padding,
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = (pair(v) for v in (conv.kernel_size, conv.stride, conv.padding,
                                                                   conv.dilation))
     return n, conv.out_channels, output_size(h, kh, sh, ph, dh), output_size(w, kw, sw, pw, dw)
 

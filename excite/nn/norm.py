@@ -55,8 +55,11 @@ class _BatchNorm(Module):
     def _check_input_dim(self, input):
         raise NotImplementedError
 
-    def forward(self, input):
-        self._check_input_dim(input)
+    def batch_norm_arguments(self):
+        """``(running_mean, running_var, weight, bias, training, momentum, eps)`` for `F.batch_norm` for one
+        forward pass, as torch's ``_BatchNorm.forward`` computes them — counting the batch in
+        ``num_batches_tracked`` when training. Every path that runs this layer (the module, fused
+        blocks) calls it once per batch, so the state update lives here only."""
         # momentum=None means a cumulative moving average: factor 1/n for the n-th batch
         factor = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats and self.num_batches_tracked is not None:
@@ -65,9 +68,12 @@ class _BatchNorm(Module):
                 factor = 1.0 / float(self.num_batches_tracked.data)
         bn_training = self.training or (self.running_mean is None and self.running_var is None)
         use_stats = not self.training or self.track_running_stats
-        return F.batch_norm(input, self.running_mean if use_stats else None,
-                            self.running_var if use_stats else None, self.weight, self.bias, bn_training,
-                            factor, self.eps)
+        return (self.running_mean if use_stats else None, self.running_var if use_stats else None, self.weight,
+                self.bias, bn_training, factor, self.eps)
+
+    def forward(self, input):
+        self._check_input_dim(input)
+        return F.batch_norm(input, *self.batch_norm_arguments())
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs, assign=False):

@@ -3,25 +3,13 @@ import numpy as np
 
 from .. import nn
 from ..errors import InvalidArgumentError, ShapeError, shape_str
+from ..kernels import activations
+from ..nn._utils import pair
+from ._graph import Value
 from ._registry import as_array, find_converter, join, register_converter
-
-# activations that are one ONNX op with fixed attributes
-_ELEMENTWISE = {
-    "ReLU": ("Relu", {}),
-    "Sigmoid": ("Sigmoid", {}),
-    "Tanh": ("Tanh", {}),
-    # torch: relu6(x + 3) / 6 == clip(x / 6 + 0.5, 0, 1)
-    "Hardsigmoid": ("HardSigmoid", {"alpha": 1.0 / 6.0, "beta": 0.5}),
-    "Hardswish": ("HardSwish", {}),
-}
-
 
 def _layer(qualname, module):
     return f"layer {qualname or '<model>'!r} ({type(module).__name__})"
-
-
-def _pair(v):
-    return (int(v), int(v)) if np.isscalar(v) else (int(v[0]), int(v[1]))
 
 
 def _expect_4d(qualname, module, x, channels=None):
@@ -40,7 +28,7 @@ def _conv_pads(conv, kernel, dilation):
         totals = [d * (k - 1) for k, d in zip(kernel, dilation)]
         # torch puts the odd element of 'same' padding at the bottom / right
         return [totals[0] // 2, totals[1] // 2, totals[0] - totals[0] // 2, totals[1] - totals[1] // 2]
-    ph, pw = _pair(padding)
+    ph, pw = pair(padding)
     return [ph, pw, ph, pw]
 
 
@@ -68,7 +56,7 @@ def emit_conv(ctx, conv, qualname, x, bn=None, bn_qualname=None):
     if getattr(conv, "padding_mode", "zeros") != "zeros":
         raise InvalidArgumentError(f"{_layer(qualname, conv)}: padding_mode={conv.padding_mode!r} cannot be "
                                    f"exported, only 'zeros'")
-    stride, dilation = _pair(conv.stride), _pair(conv.dilation)
+    stride, dilation = pair(conv.stride), pair(conv.dilation)
     pads = _conv_pads(conv, (kh, kw), dilation)
     b = ctx.builder
     if bn is None:
@@ -134,33 +122,23 @@ def _linear(ctx, m, qualname, x):
     return b.node("Add", [y.name, ctx.parameter(qualname, "bias", m.bias)], out_shape, qualname)
 
 
-# ----- activations ----------------------------------------------------------------------
-def _elementwise(op_type, attributes):
-    def convert(ctx, m, qualname, x):
-        return ctx.builder.node(op_type, [x.name], x.shape, qualname, **attributes)
-
-    return convert
-
-
-for _name, (_op, _attrs) in _ELEMENTWISE.items():
-    if hasattr(nn, _name):
-        # excite's activations share one forward that calls the class's `_function`
-        register_converter(getattr(nn, _name), methods=("forward", "_function"))(_elementwise(_op, _attrs))
-
-
-@register_converter(nn.ReLU6, methods=("forward", "_function"))
-def _relu6(ctx, m, qualname, x):
+# ----- activations: each record of the registry brings its lowering ----------------------------
+def emit_activation(ctx, record, qualname, x):
+    """``record.onnx`` (`excite.kernels.activations`) as nodes of the graph; returns the output Value."""
     b = ctx.builder
-    lo = b.constant("relu6_min", np.float32(0.0))
-    hi = b.constant("relu6_max", np.float32(6.0))
-    return b.node("Clip", [x.name, lo, hi], x.shape, qualname)
+
+    def emit(op_type, *inputs, **attributes):
+        return b.node(op_type, list(inputs), x.shape, qualname, **attributes).name
+
+    def constant(value):
+        return b.constant(join(qualname, record.name), np.asarray(value, dtype=b.dtype))
+
+    return Value(record.onnx(emit, x.name, constant), x.shape)
 
 
-@register_converter(nn.SiLU, methods=("forward", "_function"))
-def _silu(ctx, m, qualname, x):
-    b = ctx.builder
-    gate = b.node("Sigmoid", [x.name], x.shape, qualname)
-    return b.node("Mul", [x.name, gate.name], x.shape, qualname)
+@register_converter(nn.ActivationModule)
+def _activation(ctx, m, qualname, x):
+    return emit_activation(ctx, activations.get(type(m).activation), qualname, x)
 
 
 # ----- layers that are the identity at inference time -------------------------------------

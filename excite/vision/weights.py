@@ -2,7 +2,8 @@
 from ..errors import InvalidArgumentError
 from ._imagenet_categories import IMAGENET_CATEGORIES
 
-_IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+# ImageNet's per-channel statistics, which torchvision's presets (and every excite model) normalise with
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 _RECIPE_V1 = "https://github.com/pytorch/vision/tree/main/references/classification#efficientnet-v1"
 _RECIPE_V2 = "https://github.com/pytorch/vision/tree/main/references/classification#efficientnet-v2"
 _RECIPE_MOBILENET = "https://github.com/pytorch/vision/tree/main/references/classification#mobilenetv3-large--small"
@@ -17,7 +18,7 @@ class ImageClassification:
     Works on PIL images (excite's resize is Pillow's, as torchvision's PIL path).
     """
 
-    def __init__(self, *, crop_size, resize_size=256, mean=_IMAGENET_MEAN, std=_IMAGENET_STD,
+    def __init__(self, *, crop_size, resize_size=256, mean=IMAGENET_MEAN, std=IMAGENET_STD,
                  interpolation="bilinear", antialias=True):
         self.crop_size = [crop_size]
         self.resize_size = [resize_size]
@@ -171,7 +172,7 @@ def _build_registry():
          gflops, megabytes, recipe, docs) in _TABLE:
         if model not in registry:
             registry[model] = WeightsFamily(family_name, model, _DEFAULTS.get(model, "IMAGENET1K_V1"))
-        mean, std = _SPECIAL_NORMALIZATION.get(model, (_IMAGENET_MEAN, _IMAGENET_STD))
+        mean, std = _SPECIAL_NORMALIZATION.get(model, (IMAGENET_MEAN, IMAGENET_STD))
         registry[model].add(
             entry_name, _URL_ROOT + file_name,
             dict(crop_size=crop, resize_size=resize, interpolation=interpolation, mean=mean, std=std),

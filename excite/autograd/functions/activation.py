@@ -1,72 +1,29 @@
-"""Differentiable activations; each pairs a kernel with its backward kernel."""
+"""Differentiable activations: one Function for every registered elementwise activation, and softmax."""
 from ...kernels import activation as K
+from ...kernels import activations
 from ..function import Function
 from .reduction import normalize_dims
 
 
-class Relu(Function):
-    def forward(self, x):
-        self.save_for_backward(x)
-        return K.relu(x)
+class Activation(Function):
+    """``act(x)`` for the registry's activation ``name`` (`excite.kernels.activations`).
 
-    def backward(self, g):
-        return (K.relu_backward(g, self.saved_tensors[0]),)
+    Saves the output when the record has a derivative in terms of it (sigmoid, tanh), else the input.
+    """
 
-
-class Relu6(Function):
-    def forward(self, x):
-        self.save_for_backward(x)
-        return K.relu6(x)
-
-    def backward(self, g):
-        return (K.relu6_backward(g, self.saved_tensors[0]),)
-
-
-class Sigmoid(Function):
-    def forward(self, x):
-        y = K.sigmoid(x)
-        self.save_for_backward(y)
+    def forward(self, x, name):
+        self.activation = activations.get(name)
+        y = K.forward(x, name)
+        if self.needs_input_grad[0]:
+            self.save_for_backward(y if self.activation.saves_output else x)
         return y
 
     def backward(self, g):
-        return (K.sigmoid_backward(g, self.saved_tensors[0]),)
+        return (K.backward(g, self.saved_tensors[0], self.activation.name),)
 
-
-class Tanh(Function):
-    def forward(self, x):
-        y = K.tanh(x)
-        self.save_for_backward(y)
-        return y
-
-    def backward(self, g):
-        return (K.tanh_backward(g, self.saved_tensors[0]),)
-
-
-class Hardsigmoid(Function):
-    def forward(self, x):
-        self.save_for_backward(x)
-        return K.hardsigmoid(x)
-
-    def backward(self, g):
-        return (K.hardsigmoid_backward(g, self.saved_tensors[0]),)
-
-
-class Hardswish(Function):
-    def forward(self, x):
-        self.save_for_backward(x)
-        return K.hardswish(x)
-
-    def backward(self, g):
-        return (K.hardswish_backward(g, self.saved_tensors[0]),)
-
-
-class Silu(Function):
-    def forward(self, x):
-        self.save_for_backward(x)
-        return K.silu(x)
-
-    def backward(self, g):
-        return (K.silu_backward(g, self.saved_tensors[0]),)
+    def name(self):
+        record = self.__dict__.get("activation")
+        return (record.module if record is not None else "Activation") + "Backward"
 
 
 class Softmax(Function):

@@ -6,8 +6,8 @@ from ..function import Function
 class SqueezeExcitation(Function):
     """``x * scale_activation(fc2(activation(fc1(avgpool(x)))))`` with fc weights [S, C, 1, 1] / [C, S, 1, 1].
 
-    Inputs: (x, fc1_weight, fc1_bias, fc2_weight, fc2_bias); activations by name
-    (`excite.kernels.se.SUPPORTED_ACTIVATIONS`).
+    Inputs: (x, fc1_weight, fc1_bias, fc2_weight, fc2_bias); activations by registry name
+    (`excite.kernels.activations`).
     """
 
     def forward(self, x, w1, b1, w2, b2, activation="relu", scale_activation="sigmoid"):

@@ -9,7 +9,7 @@ from numba import prange, types
 from numba.extending import intrinsic
 
 from .elementwise import epilogue_rows
-from .scalar_math import IDENTITY
+from ..activations import IDENTITY
 from .simd import VECTOR_BYTES, Vectors, as_i64, data_pointer, only_if, specialised
 from ..threads import helper, inline_helper, kernel
 

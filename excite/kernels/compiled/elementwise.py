@@ -1,13 +1,12 @@
 """Compiled one-pass elementwise kernels: activations forward and backward, alone or after an affine map.
 
-The ``*_activation`` helpers branch once on the activation kind and run a loop in which the
-kind is a constant (numba inlines the helpers), so every loop vectorises; kernels elsewhere
-(batch norm, depthwise conv) reuse them on rows of their output.
+The ``*_activation`` helpers branch once on the activation code (`activation_math.by_kind`) and run a
+loop in which the code is a constant (numba inlines the helpers), so every loop vectorises; kernels
+elsewhere (batch norm, depthwise conv, the matrix products' epilogue) reuse them on rows of their output.
 """
 from numba import prange
 
-from .scalar_math import (HARDSIGMOID, HARDSWISH, IDENTITY, RELU, RELU6, SIGMOID, SIGMOID_OF_OUTPUT, SILU,
-                          activate, activate_grad)
+from .activation_math import GRAD_KINDS, activate, activate_grad, by_kind
 from ..threads import helper, inline_helper, kernel
 
 BLOCK = 1 << 14  # elements per parallel task
@@ -19,23 +18,8 @@ def _map(src, dst, kind):
         dst[i] = activate(src[i], kind)
 
 
-@inline_helper
-def map_activation(src, dst, kind):
-    """dst[i] = act(src[i]); dst may be src."""
-    if kind == RELU:
-        _map(src, dst, RELU)
-    elif kind == RELU6:
-        _map(src, dst, RELU6)
-    elif kind == SIGMOID:
-        _map(src, dst, SIGMOID)
-    elif kind == HARDSIGMOID:
-        _map(src, dst, HARDSIGMOID)
-    elif kind == HARDSWISH:
-        _map(src, dst, HARDSWISH)
-    elif kind == SILU:
-        _map(src, dst, SILU)
-    else:
-        _map(src, dst, IDENTITY)
+map_activation = by_kind(_map)
+map_activation.__doc__ = """dst[i] = act(src[i]); dst may be src."""
 
 
 @inline_helper
@@ -44,23 +28,8 @@ def _affine_map(src, scale, shift, dst, kind):
         dst[i] = activate(src[i] * scale[i] + shift[i], kind)
 
 
-@inline_helper
-def affine_activation(src, scale, shift, dst, kind):
-    """dst[i] = act(src[i] * scale[i] + shift[i]) (batch norm's affine map, then the activation)."""
-    if kind == RELU:
-        _affine_map(src, scale, shift, dst, RELU)
-    elif kind == RELU6:
-        _affine_map(src, scale, shift, dst, RELU6)
-    elif kind == SIGMOID:
-        _affine_map(src, scale, shift, dst, SIGMOID)
-    elif kind == HARDSIGMOID:
-        _affine_map(src, scale, shift, dst, HARDSIGMOID)
-    elif kind == HARDSWISH:
-        _affine_map(src, scale, shift, dst, HARDSWISH)
-    elif kind == SILU:
-        _affine_map(src, scale, shift, dst, SILU)
-    else:
-        _affine_map(src, scale, shift, dst, IDENTITY)
+affine_activation = by_kind(_affine_map)
+affine_activation.__doc__ = """dst[i] = act(src[i] * scale[i] + shift[i]) (batch norm's affine map, then the activation)."""
 
 
 @inline_helper
@@ -71,23 +40,8 @@ def _affine_map_inplace(buf, scale, shift, kind):
         buf[i] = activate(buf[i] * scale[i] + shift[i], kind)
 
 
-@inline_helper
-def affine_activation_inplace(buf, scale, shift, kind):
-    """buf[i] = act(buf[i] * scale[i] + shift[i])."""
-    if kind == RELU:
-        _affine_map_inplace(buf, scale, shift, RELU)
-    elif kind == RELU6:
-        _affine_map_inplace(buf, scale, shift, RELU6)
-    elif kind == SIGMOID:
-        _affine_map_inplace(buf, scale, shift, SIGMOID)
-    elif kind == HARDSIGMOID:
-        _affine_map_inplace(buf, scale, shift, HARDSIGMOID)
-    elif kind == HARDSWISH:
-        _affine_map_inplace(buf, scale, shift, HARDSWISH)
-    elif kind == SILU:
-        _affine_map_inplace(buf, scale, shift, SILU)
-    else:
-        _affine_map_inplace(buf, scale, shift, IDENTITY)
+affine_activation_inplace = by_kind(_affine_map_inplace)
+affine_activation_inplace.__doc__ = """buf[i] = act(buf[i] * scale[i] + shift[i])."""
 
 
 @inline_helper
@@ -96,21 +50,8 @@ def _map_inplace(buf, kind):
         buf[i] = activate(buf[i], kind)
 
 
-@inline_helper
-def map_activation_inplace(buf, kind):
-    """buf[i] = act(buf[i])."""
-    if kind == RELU:
-        _map_inplace(buf, RELU)
-    elif kind == RELU6:
-        _map_inplace(buf, RELU6)
-    elif kind == SIGMOID:
-        _map_inplace(buf, SIGMOID)
-    elif kind == HARDSIGMOID:
-        _map_inplace(buf, HARDSIGMOID)
-    elif kind == HARDSWISH:
-        _map_inplace(buf, HARDSWISH)
-    elif kind == SILU:
-        _map_inplace(buf, SILU)
+map_activation_inplace = by_kind(_map_inplace)
+map_activation_inplace.__doc__ = """buf[i] = act(buf[i])."""
 
 
 @inline_helper
@@ -119,25 +60,9 @@ def _map_grad(grad, saved, dst, kind):
         dst[i] = grad[i] * activate_grad(saved[i], kind)
 
 
-@inline_helper
-def map_activation_grad(grad, saved, dst, kind):
-    """dst[i] = grad[i] * act'(saved[i]); ``saved`` is the input (the output for SIGMOID_OF_OUTPUT)."""
-    if kind == RELU:
-        _map_grad(grad, saved, dst, RELU)
-    elif kind == RELU6:
-        _map_grad(grad, saved, dst, RELU6)
-    elif kind == SIGMOID:
-        _map_grad(grad, saved, dst, SIGMOID)
-    elif kind == HARDSIGMOID:
-        _map_grad(grad, saved, dst, HARDSIGMOID)
-    elif kind == HARDSWISH:
-        _map_grad(grad, saved, dst, HARDSWISH)
-    elif kind == SILU:
-        _map_grad(grad, saved, dst, SILU)
-    elif kind == SIGMOID_OF_OUTPUT:
-        _map_grad(grad, saved, dst, SIGMOID_OF_OUTPUT)
-    else:
-        _map_grad(grad, saved, dst, IDENTITY)
+map_activation_grad = by_kind(_map_grad, GRAD_KINDS)
+map_activation_grad.__doc__ = """dst[i] = grad[i] * act'(saved[i]); ``saved`` is the input (the output for
+the grad codes of `activation_math.grad_code(record, at_output=True)`)."""
 
 
 @inline_helper
@@ -151,25 +76,10 @@ def _affine_block(rows, r0, r1, c0, c1, scale, shift, kind):
             row[c] = activate(row[c] * sc[c] + sh[c], kind)
 
 
-@inline_helper
-def affine_activation_block(rows, r0, r1, c0, c1, scale, shift, kind):
-    """rows[r, c] = act(rows[r, c] * scale[c] + shift[c]) for r0 <= r < r1, c0 <= c < c1 of a
-    C-contiguous 2-D ``rows``, in place; one branch on the kind for the whole block (short rows
-    would otherwise pay it per row)."""
-    if kind == RELU:
-        _affine_block(rows, r0, r1, c0, c1, scale, shift, RELU)
-    elif kind == RELU6:
-        _affine_block(rows, r0, r1, c0, c1, scale, shift, RELU6)
-    elif kind == SIGMOID:
-        _affine_block(rows, r0, r1, c0, c1, scale, shift, SIGMOID)
-    elif kind == HARDSIGMOID:
-        _affine_block(rows, r0, r1, c0, c1, scale, shift, HARDSIGMOID)
-    elif kind == HARDSWISH:
-        _affine_block(rows, r0, r1, c0, c1, scale, shift, HARDSWISH)
-    elif kind == SILU:
-        _affine_block(rows, r0, r1, c0, c1, scale, shift, SILU)
-    else:
-        _affine_block(rows, r0, r1, c0, c1, scale, shift, IDENTITY)
+affine_activation_block = by_kind(_affine_block)
+affine_activation_block.__doc__ = """rows[r, c] = act(rows[r, c] * scale[c] + shift[c]) for r0 <= r < r1, c0 <= c < c1 of a
+C-contiguous 2-D ``rows``, in place; one branch on the code for the whole block (short rows would
+otherwise pay it per row)."""
 
 
 @inline_helper

@@ -1,9 +1,10 @@
-"""Scalar math for compiled kernels: a float32 exp the compiler can vectorise, and activations.
+"""Scalar math for compiled kernels: a float32 exp the compiler can vectorise, and the functions that
+activation formulas may use (`excite.kernels.activations.FORMULA_FUNCTIONS`).
 
 numba's ``math.exp`` is a libm call per element, which blocks vectorisation; `exp` below is
 Cephes' ``expf`` (range reduction by ln 2, degree-6 polynomial, about 1 ulp) for float32 and
-``math.exp`` for float64. The activation formulas follow torch's CPU kernels operation by
-operation, so float32 results agree to an ulp or two.
+``math.exp`` for float64. ``where`` / ``clamp`` compare as torch's ``std::min`` / ``std::max``, so
+float32 activations agree with torch to an ulp or two and NaN propagates as there.
 """
 import math
 
@@ -12,8 +13,7 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic, overload
 
-from ..activation_kinds import (HARDSIGMOID, HARDSWISH, IDENTITY, KINDS, RELU, RELU6, SIGMOID,  # noqa: F401
-                               SIGMOID_OF_OUTPUT, SILU)
+from ..threads import inline_helper
 
 
 @intrinsic
@@ -70,73 +70,49 @@ def _exp_impl(x):
     return lambda x: math.exp(x)
 
 
-def activate(z, kind):
-    """The activation ``kind`` applied to the scalar ``z`` (formulas as in torch's CPU kernels)."""
+@inline_helper
+def where(condition, a, b):
+    return a if condition else b
 
 
-def activate_grad(z, kind):
-    """d activation / dz at the pre-activation ``z`` (at the output for SIGMOID_OF_OUTPUT)."""
+@inline_helper
+def clamp(v, lo, hi):
+    # std::min(std::max(v, lo), hi): NaN stays NaN
+    v = lo if v < lo else v
+    return hi if hi < v else v
 
 
-def _constants(z):
-    """Constants in z's precision: a float64 literal would promote float32 arithmetic."""
-    f = np.float32 if z == types.float32 else np.float64
-    return f(0), f(1), f(3), f(6), f(0.5)
+def sigmoid(v):
+    """1 / (1 + exp(-v)) in v's precision."""
 
 
-@overload(activate)
-def _activate_impl(z, kind):
-    zero, one, three, six, _ = _constants(z)
-
-    def impl(z, kind):
-        # std::max(a, b) is (a < b) ? b : a, std::min(a, b) is (b < a) ? b : a: NaN propagates as in torch
-        if kind == RELU:
-            return zero if z <= zero else z
-        if kind == RELU6:
-            return zero if z <= zero else (six if z > six else z)
-        if kind == SIGMOID:
-            return one / (one + exp(-z))
-        if kind == HARDSIGMOID:
-            t = z + three
-            t = zero if t < zero else t
-            return (six if six < t else t) / six
-        if kind == HARDSWISH:
-            t = z + three
-            t = zero if t < zero else t
-            return z * (six if six < t else t) / six
-        if kind == SILU:
-            return z / (one + exp(-z))
-        return z
-
-    return impl
+@overload(sigmoid)
+def _sigmoid_impl(v):
+    one = np.float32(1) if v == types.float32 else np.float64(1)  # a float64 literal would promote float32
+    return lambda v: one / (one + exp(-v))
 
 
-@overload(activate_grad)
-def _activate_grad_impl(z, kind):
-    zero, one, three, six, half = _constants(z)
+def tanh(v):
+    """tanh(v), correctly rounded for float32 (computed in float64: float32's own tanh is 2 ulp off)."""
 
-    def impl(z, kind):
-        # NaN inputs follow torch's vectorised CPU kernels: relu passes the gradient, hardswish gives NaN
-        if kind == RELU:
-            return zero if z <= zero else one
-        if kind == RELU6:
-            return one if (z > zero and z < six) else zero
-        if kind == SIGMOID:
-            s = one / (one + exp(-z))
-            return s * (one - s)
-        if kind == HARDSIGMOID:
-            return one / six if (z > -three and z < three) else zero
-        if kind == HARDSWISH:  # torch 2.14: 0 up to -3 inclusive, 1 from 3 inclusive
-            if z <= -three:
-                return zero
-            if z >= three:
-                return one
-            return z / three + half
-        if kind == SILU:
-            s = one / (one + exp(-z))
-            return s * (one + z * (one - s))
-        if kind == SIGMOID_OF_OUTPUT:  # z is the output of sigmoid here
-            return z * (one - z)
-        return one
 
-    return impl
+@overload(tanh)
+def _tanh_impl(v):
+    if v == types.float32:
+        return lambda v: np.float32(np.tanh(np.float64(v)))
+    return lambda v: np.tanh(v)
+
+
+@inline_helper
+def erf(v):
+    return math.erf(v)
+
+
+@inline_helper
+def sqrt(v):
+    return np.sqrt(v)
+
+
+@inline_helper
+def log1p(v):
+    return np.log1p(v)

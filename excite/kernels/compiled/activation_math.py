@@ -1,0 +1,112 @@
+"""The activations of the registry (`excite.kernels.activations`) as compiled scalar functions, and
+the per-activation dispatch that the elementwise kernels are built from — both generated from the
+records' formulas.
+
+`activate(z, kind)` and `activate_grad(v, kind)` branch on the integer code; `by_kind(body)` makes
+an inline helper that branches *once* and calls ``body`` with the code as a compile-time
+constant, so the loop inside ``body`` holds one activation and vectorises. Only the built-in
+records are compiled (see `activations`); numbers in a formula take the operand's precision, so
+float32 arithmetic stays float32.
+"""
+import ast
+import inspect
+
+import numpy as np
+from numba import types
+from numba.extending import overload
+
+from .. import activations as registry
+from . import scalar_math
+from ..threads import inline_helper
+
+OUTPUT_DERIVATIVE = 1 << 8  # grad codes: code (derivative at the input) or code + this (at the output)
+RECORDS = tuple(registry.builtin_records())  # fixed at import: what the cached kernels are compiled for
+KINDS = (registry.IDENTITY,) + tuple(r.code for r in RECORDS)
+GRAD_KINDS = KINDS + tuple(r.code + OUTPUT_DERIVATIVE for r in RECORDS if r.saves_output)
+
+
+def grad_code(record, at_output):
+    return record.code + OUTPUT_DERIVATIVE if at_output else record.code
+
+
+class _TypedNumbers(ast.NodeTransformer):
+    """Every number literal ``3`` becomes ``F(3)``: the operand's float type, not Python's float64."""
+
+    def visit_Constant(self, node):
+        if isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
+            return ast.copy_location(ast.Call(ast.Name("F", ast.Load()), [node], []), node)
+        return node
+
+
+def _typed(formula):
+    tree = _TypedNumbers().visit(ast.parse(formula, mode="eval"))
+    return ast.unparse(ast.fix_missing_locations(tree))
+
+
+def _branches(cases, argument):
+    """Source of ``impl(<argument>, kind)`` returning the formula (in ``x``) of the matching code."""
+    lines = [f"def impl({argument}, kind):", f"    x = {argument}"]
+    for code, formula in cases:
+        lines.append(f"    if kind == {code}:")
+        lines.append(f"        return {_typed(formula)}")
+    return lines
+
+
+def _formula_namespace(float_type):
+    names = {name: getattr(scalar_math, name) for name in registry.FORMULA_FUNCTIONS}
+    names["F"] = float_type
+    return names
+
+
+def _float_type(z):
+    return np.float32 if z == types.float32 else np.float64
+
+
+def activate(z, kind):
+    """The activation with code ``kind`` applied to the scalar ``z``."""
+
+
+def activate_grad(v, kind):
+    """d activation / dz at the pre-activation ``v`` (at the output ``v`` for grad codes past OUTPUT_DERIVATIVE)."""
+
+
+@overload(activate)
+def _activate_impl(z, kind):
+    namespace = _formula_namespace(_float_type(z))
+    source = _branches([(r.code, r.forward) for r in RECORDS], "z") + ["    return x"]
+    exec("\n".join(source), namespace)
+    return namespace["impl"]
+
+
+@overload(activate_grad)
+def _activate_grad_impl(v, kind):
+    namespace = _formula_namespace(_float_type(v))
+    cases = [(r.code, r.derivative) for r in RECORDS]
+    lines = _branches(cases, "v")
+    # the derivatives in terms of the output: the same variable, renamed
+    for r in RECORDS:
+        if r.saves_output:
+            lines.append(f"    if kind == {grad_code(r, True)}:")
+            lines.append(f"        y = x")
+            lines.append(f"        return {_typed(r.derivative_of_output)}")
+    lines.append("    return F(1)")
+    exec("\n".join(lines), namespace)
+    return namespace["impl"]
+
+
+def by_kind(body, kinds=KINDS):
+    """An inline helper ``f(*args, kind)`` that calls ``body(*args, K)`` with ``K`` a compile-time
+    constant: one branch per code in ``kinds``, the identity (code 0) otherwise."""
+    params = list(inspect.signature(body).parameters)[:-1]
+    args = ", ".join(params)
+    lines = [f"def {body.__name__}_by_kind({args}, kind):"]
+    for k in kinds:
+        if k != registry.IDENTITY:
+            lines.append(f"    if kind == {k}:")
+            lines.append(f"        return body({args}, {k})")
+    lines.append(f"    return body({args}, {registry.IDENTITY})")
+    namespace = {"body": body}
+    exec("\n".join(lines), namespace)
+    function = namespace[f"{body.__name__}_by_kind"]
+    function.__doc__ = body.__doc__
+    return inline_helper(function, cache=False)
