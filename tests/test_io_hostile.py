@@ -1,8 +1,9 @@
 """Hostile checkpoints: pickles that try to run code are refused, naming what was refused, and never run.
 
 Each payload is a real exploit (the control test shows plain ``pickle.loads`` runs it and creates
-the sentinel file); excite must raise UnsafeCheckpointError before anything is called.
-Budget: ~3 s.
+the sentinel file); excite must raise UnsafeCheckpointError before anything is called. Files that
+crashed or hung the reader (denial of service) run in a worker process with a timeout.
+Budget: ~8 s.
 """
 import functools
 import io
@@ -201,3 +202,92 @@ def test_an_allowed_pickle_still_loads():
         SETITEM + STOP
     loaded = ex.load(io.BytesIO(as_zip(data_pkl, [("data/0", struct.pack("<2f", 1.5, -2.0))])))
     assert list(loaded) == ["w"] and loaded["w"].tolist() == [1.5, -2.0]
+
+
+# ===== denial of service: files that crashed or hung the reader ==============================
+# Each runs in a worker process (io_fuzz_worker) with a memory limit and a timeout, so a
+# regression fails this test as "crashed" or "hang" instead of killing or stalling the run.
+P61 = 2**61 - 1  # CPython hashes an int n to n mod P61: its multiples all hash to 0
+BINGET0, TUPLE1, ADDITEMS, FROZENSET, EMPTY_SET, PUT0, SETITEMS = b"h\x00", b"\x85", b"\x90", b"\x91", b"\x8f", \
+    b"q\x00", b"u"
+
+
+def long4(value):
+    encoded = pickle.encode_long(value)
+    return b"\x8b" + struct.pack("<i", len(encoded)) + encoded
+
+
+def deep_tuple(depth):
+    return b"N" + TUPLE1 * depth
+
+
+def colliding_pairs(count):
+    """``count`` distinct (int, int) tuples with one hash value, by inverting CPython's tuple hash (xxHash)."""
+    mask, p1, p2, p5 = (1 << 64) - 1, 11400714785074694791, 14029467366897019727, 2870177450012600261
+    p1_inverse, p2_inverse = pow(p1, -1, 1 << 64), pow(p2, -1, 1 << 64)
+    target = (12345 - (2 ^ (p5 ^ 3527539))) * p1_inverse & mask
+    target = ((target >> 31) | (target << 33)) & mask  # undo the last rotation
+    pairs, first = [], 0
+    while len(pairs) < count:
+        first += 1
+        after_first = (p5 + first * p2) & mask
+        after_first = ((after_first << 31) | (after_first >> 33)) * p1 & mask
+        second = (target - after_first) * p2_inverse & mask
+        second -= (second >> 63) << 64
+        if -P61 < second < P61 and second != -1:  # an int that hashes to itself
+            pairs.append((first, second))
+    assert len({hash(pair) for pair in pairs[:100]}) == 1  # the inversion matches this Python's tuple hash
+    return pairs
+
+
+def dict_of(keys):
+    return PROTO2 + EMPTY_DICT + b"(" + b"".join(key + b"N" for key in keys) + SETITEMS + STOP
+
+
+def multiples_of_p61(count):
+    return (integer(P61 * (i + 1)) for i in range(count))
+
+
+def denial_of_service_cases():
+    """name -> (data.pkl, what the CheckpointError must say); each crashed or hung the reader before."""
+    deep = deep_tuple(1000)  # each way into hashing refuses it; the crash itself needs ~100,000 levels
+    return {
+        "150,000-deep tuple as a dict key (SIGSEGV in hash)": (
+            PROTO2 + EMPTY_DICT + deep_tuple(150_000) + b"N" + SETITEM + STOP, "is a tuple holding more than 64"),
+        "deep tuple as a set item": (PROTO4 + EMPTY_SET + b"(" + deep + ADDITEMS + STOP, "more than 64"),
+        "deep tuple in a frozenset": (PROTO4 + b"(" + deep + FROZENSET + STOP, "more than 64 values"),
+        "deep tuple as an OrderedDict key": (
+            PROTO2 + glob("collections", "OrderedDict") + tup(EMPTY_LIST + b"(" + deep + b"N" + b"l" + b"a") +
+            REDUCE + STOP, "an OrderedDict key in <BytesIO> is a tuple holding more than 64 values"),
+        "deep tuple as a value": (PROTO2 + deep + STOP, "nests containers more than 256 levels deep"),
+        "deep list as a value": (PROTO2 + EMPTY_LIST * 1000 + b"a" * 999 + STOP, "more than 256 levels deep"),
+        # quadratic: each took 5-20 s before, and four times that for twice the keys
+        "40,000 int keys hashing alike": (dict_of(multiples_of_p61(40_000)), "a dict key in <BytesIO> is an int of "
+                                                                            "65 bits"),
+        "40,000 int set items hashing alike": (
+            PROTO4 + EMPTY_SET + b"(" + b"".join(multiples_of_p61(40_000)) + ADDITEMS + STOP,
+            "a set item in <BytesIO> is an int of 65 bits"),
+        "40,000 (int, int) keys hashing alike": (
+            dict_of(tup(integer(a), integer(b)) for a, b in colliding_pairs(40_000)),
+            "a dict in <BytesIO> has more than 8 keys with the same hash value (12345)"),
+        "15 64-bit int keys hashing alike": (
+            dict_of(integer(P61 * k) for k in range(-7, 8)), "more than 8 keys with the same hash value (0)"),
+        "a 1 MB int key hashed again in 10,000 dicts": (
+            PROTO2 + long4(1 << 8_000_000) + PUT0 + POP + EMPTY_LIST + b"(" +
+            (EMPTY_DICT + BINGET0 + b"N" + SETITEM) * 10_000 + APPENDS + STOP, "is an int of 8000001 bits"),
+    }
+
+
+def test_denial_of_service_files_get_checkpoint_error_without_crash_or_hang(tmp_path):
+    import io_fuzz_worker
+
+    cases = denial_of_service_cases()
+    paths = []
+    for number, (data_pkl, _) in enumerate(cases.values()):
+        paths.append(str(tmp_path / f"case{number}.pth"))
+        with open(paths[-1], "wb") as f:
+            f.write(as_zip(data_pkl))
+    results = io_fuzz_worker.run_isolated(["--files", *paths], len(paths), case_timeout=30)
+    for (name, (_, message)), result in zip(cases.items(), results):
+        assert result is not None and result["outcome"] == "checkpoint-error", (name, result)
+        assert message in result["detail"], (name, result["detail"])

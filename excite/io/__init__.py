@@ -52,6 +52,9 @@ def _load(f, policy):
             return read_legacy(stream, where, policy)
         except ExciteError:
             raise
+        except MemoryError:
+            raise CheckpointError(f"{where} needs more memory than this process can allocate (at byte "
+                                  f"{stream.tell()} of the file)") from None
         except Exception as e:  # the checks above name known problems; this names the rest
             raise CheckpointError(f"{where} is malformed ({type(e).__name__}: {e})") from e
 

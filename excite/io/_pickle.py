@@ -7,7 +7,10 @@ LONG_BINPUT can ask for gigabytes). Here every opcode is interpreted by this fil
 * GLOBAL / STACK_GLOBAL resolve only through the ``allowed_globals`` table the caller passes;
   anything else raises UnsafeCheckpointError naming the module and attribute.
 * REDUCE calls only ``SafeCallable`` objects (excite's own rebuild functions) from that table.
-* BUILD only sets attributes on ``collections.OrderedDict`` (torch's ``_metadata``).
+* BUILD only sets an ``OrderedDict``'s ``_metadata`` (torch's state dict version table) to a dict.
+* Dicts and sets are filled through ``_limits.ContainerBuilder``, which refuses keys that could
+  make hashing recurse, take quadratic time or cost more than a bounded amount per use.
+* A length field is checked against the bytes left before anything is allocated for it.
 * INST, OBJ, NEWOBJ, NEWOBJ_EX, EXT1/2/4 and out-of-band buffers are refused outright.
 * Before anything is built, ``prescan`` walks the whole opcode stream once, simulating the stack
   just enough to know the operands of STACK_GLOBAL (even when they come back from the memo), so a
@@ -15,9 +18,12 @@ LONG_BINPUT can ask for gigabytes). Here every opcode is interpreted by this fil
 """
 import _compat_pickle
 import collections
+import io
 import pickletools
 
 from ..errors import CheckpointError, UnsafeCheckpointError
+from ._files import stream_size
+from ._limits import ContainerBuilder
 
 MAX_PICKLE_BYTES = 128 << 20  # a state_dict's pickle is ~150 bytes per tensor; this is plenty
 _MAX_PROTOCOL = 5
@@ -83,15 +89,51 @@ def _refuse_global(module, name, how):
         f"and strings")
 
 
+class _BoundedStream:
+    """What pickletools reads through: a length field longer than the bytes left is refused before
+    anything is allocated for it (a file's reader would try to allocate what the field says)."""
+
+    def __init__(self, stream, where):
+        self.stream, self.where = stream, where
+        self.end = stream.tell() + stream_size(stream)
+        self.tell = stream.tell
+        self.large_read = None  # (position, byte count) of the last read that could run out of memory
+
+    def read(self, count):
+        if count > 1 << 16:
+            position = self.stream.tell()
+            if count > self.end - position:
+                raise CheckpointError(f"malformed pickle in {self.where}: a length field ending at byte "
+                                      f"{position} claims {count} bytes, but only {self.end - position} remain")
+            self.large_read = (position, count)
+        return self.stream.read(count)
+
+    def readline(self):
+        # text opcodes end at a newline; a line longer than a whole pickle may be is not one
+        return self.stream.readline(MAX_PICKLE_BYTES)
+
+
+def _out_of_memory(source):
+    large_read = getattr(source, "large_read", None)
+    if large_read is None:
+        return f"ran out of memory before byte {source.tell()}"
+    position, count = large_read
+    return f"ran out of memory for the {count} bytes that the length field ending at byte {position} claims"
+
+
 def _ops(stream, where):
     """pickletools.genops with its errors turned into CheckpointError."""
-    ops = pickletools.genops(stream)
+    # reading past the end of a BytesIO allocates nothing, and pickletools then names the claim
+    source = stream if type(stream) is io.BytesIO else _BoundedStream(stream, where)
+    ops = pickletools.genops(source)
     while True:
         try:
             op = next(ops)
         except StopIteration:
             return
-        except (ValueError, EOFError, UnicodeDecodeError, OverflowError, MemoryError) as e:
+        except MemoryError:
+            raise CheckpointError(f"cannot read the pickle in {where}: {_out_of_memory(source)}") from None
+        except (ValueError, EOFError, UnicodeDecodeError, OverflowError) as e:
             raise CheckpointError(f"malformed pickle in {where}: {e}") from None
         yield op
 
@@ -190,13 +232,16 @@ class RestrictedUnpickler:
 
     ``allowed_globals`` maps (module, name) to the object GLOBAL pushes: a SafeCallable, which
     REDUCE may call, or a plain constant (a storage type, a dtype), which nothing may call.
+    ``builder`` fills dicts and sets (shared by the pickles of one file, so they share its interned
+    strings).
     """
 
-    def __init__(self, stream, allowed_globals, persistent_load, where):
+    def __init__(self, stream, allowed_globals, persistent_load, where, builder=None):
         self.stream = stream
         self.allowed_globals = allowed_globals
         self.persistent_load = persistent_load
         self.where = where
+        self.builder = builder or ContainerBuilder(where)
 
     def load(self):
         start = self.stream.tell()
@@ -262,11 +307,14 @@ class RestrictedUnpickler:
     def _push_arg(self, arg):
         self.push(arg)
 
+    def _push_interned(self, arg):
+        self.push(self.builder.intern(arg))
+
     op_INT = op_BININT = op_BININT1 = op_BININT2 = op_LONG = op_LONG1 = op_LONG4 = _push_arg
     op_FLOAT = op_BINFLOAT = _push_arg
-    op_UNICODE = op_SHORT_BINUNICODE = op_BINUNICODE = op_BINUNICODE8 = _push_arg
-    op_STRING = op_BINSTRING = op_SHORT_BINSTRING = _push_arg
-    op_BINBYTES = op_SHORT_BINBYTES = op_BINBYTES8 = _push_arg
+    op_UNICODE = op_SHORT_BINUNICODE = op_BINUNICODE = op_BINUNICODE8 = _push_interned
+    op_STRING = op_BINSTRING = op_SHORT_BINSTRING = _push_interned
+    op_BINBYTES = op_SHORT_BINBYTES = op_BINBYTES8 = _push_interned
 
     def op_BYTEARRAY8(self, arg):
         self.push(bytearray(arg))
@@ -342,11 +390,7 @@ class RestrictedUnpickler:
             raise UnsafeCheckpointError(f"refused SETITEM on a {describe(target)} in {self.where}: only dicts")
         if len(items) % 2:
             self.fail("odd number of items for a dict")
-        for i in range(0, len(items), 2):
-            try:
-                target[items[i]] = items[i + 1]
-            except TypeError:
-                self.fail(f"unhashable dict key of type {describe(items[i])}")
+        self.builder.set_items(target, zip(items[::2], items[1::2]))
 
     def op_DICT(self):
         target = {}
@@ -369,16 +413,10 @@ class RestrictedUnpickler:
         target = self.top()
         if type(target) is not set:
             raise UnsafeCheckpointError(f"refused ADDITEMS on a {describe(target)} in {self.where}: only sets")
-        try:
-            target.update(items)
-        except TypeError:
-            self.fail("unhashable set item")
+        self.builder.add_items(target, items)
 
     def op_FROZENSET(self):
-        try:
-            self.push(frozenset(self.pop_mark()))
-        except TypeError:
-            self.fail("unhashable frozenset item")
+        self.push(self.builder.frozenset_of(self.pop_mark()))
 
     # ----- memo ---------------------------------------------------------------------------
     def _memo_put(self, key):
@@ -417,7 +455,7 @@ class RestrictedUnpickler:
             result = func.function(*args)
         except TypeError as e:  # wrong number of arguments; the rebuild functions check types themselves
             self.fail(f"{func.qualname}: {e}")
-        self.push(result)
+        self.push(self.builder.intern(result) if type(result) in (str, bytes) else result)
 
     def op_BUILD(self):
         state, target = self.pop(), self.top()
@@ -425,9 +463,16 @@ class RestrictedUnpickler:
             raise UnsafeCheckpointError(
                 f"refused BUILD on a {describe(target)} at byte {self.pos} of {self.where}: only "
                 f"an OrderedDict's attributes (such as _metadata) may be set")
-        if type(state) is not dict or not all(type(k) is str for k in state):
+        if type(state) is not dict:
             self.fail(f"BUILD state for an OrderedDict must be a dict of attributes, got {describe(state)}")
-        # plain instance attributes, stored directly: no __setattr__ or __setstate__ runs
+        for name, value in state.items():
+            if name != "_metadata":
+                raise UnsafeCheckpointError(
+                    f"refused BUILD setting attribute {describe(name)} of an OrderedDict at byte {self.pos} of "
+                    f"{self.where}: only a state dict's _metadata may be set")
+            if type(value) not in (dict, collections.OrderedDict):
+                self.fail(f"a state dict's _metadata must be a dict, got {describe(value)}")
+        # a plain instance attribute, stored directly: no __setattr__ or __setstate__ runs
         vars(target).update(state)
 
     def _persistent(self, pid):

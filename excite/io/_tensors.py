@@ -1,11 +1,13 @@
 """Rebuilding tensors from a PyTorch pickle: the allow-listed globals and their checked rebuild functions."""
 import collections
+import itertools
 
 import numpy as np
 
 from ..errors import CheckpointError, UnsafeCheckpointError
 from ..tensor import Tensor
 from . import _dtypes
+from ._limits import MAX_NESTING, ContainerBuilder
 from ._pickle import SafeCallable, describe
 
 MAX_DIMS = 64           # NumPy's limit
@@ -118,6 +120,7 @@ class LoadContext:
         self.storages = {}
         self.pending = []
         self.byteswap = False
+        self.builder = ContainerBuilder(where)
 
     # ----- storages --------------------------------------------------------------------
     def parse_storage_id(self, pid, legacy):
@@ -233,12 +236,33 @@ class LoadContext:
                                ("_rebuild_parameter", rebuild_parameter),
                                ("_rebuild_parameter_with_state", rebuild_parameter)]:
             callable_("torch._utils", name, function)
-        callable_("collections", "OrderedDict", _ordered_dict)
+
+        def ordered_dict(items=()):
+            if type(items) not in (list, tuple):
+                raise CheckpointError(f"OrderedDict must be built from a list of pairs, got {describe(items)}")
+            for pair in items:
+                if type(pair) not in (list, tuple) or len(pair) != 2:
+                    raise CheckpointError(f"OrderedDict item must be a (key, value) pair, got {describe(pair)}")
+            result = collections.OrderedDict()
+            self.builder.set_items(result, items)
+            return result
+
+        def set_(items=()):
+            _check_container_items("set", items)
+            result = set()
+            self.builder.add_items(result, items)
+            return result
+
+        def frozenset_(items=()):
+            _check_container_items("frozenset", items)
+            return self.builder.frozenset_of(items)
+
+        callable_("collections", "OrderedDict", ordered_dict)
         callable_("torch", "Size", _torch_size)
         callable_("_codecs", "encode", _codecs_encode)
         for builtins in ("builtins", "__builtin__"):  # protocol 2 writes Python 2's module name
-            callable_(builtins, "set", lambda items=(): _container(set, items))
-            callable_(builtins, "frozenset", lambda items=(): _container(frozenset, items))
+            callable_(builtins, "set", set_)
+            callable_(builtins, "frozenset", frozenset_)
             callable_(builtins, "bytearray", _bytearray)
             callable_(builtins, "bytes", _bytes)
             callable_(builtins, "complex", _complex)
@@ -253,23 +277,82 @@ class LoadContext:
 
 
 def check_plain(result, where):
-    """Refuse a result that still holds a storage or an allow-listed global outside a tensor."""
-    stack, seen = [result], set()
-    while stack:
-        obj = stack.pop()
-        if id(obj) in seen:
-            continue
-        seen.add(id(obj))
-        if type(obj) in (Storage, StorageType, SafeCallable):
-            what = f"storage {obj.key!r}" if type(obj) is Storage else repr(obj)
-            raise CheckpointError(f"{where} holds {what} as a value of its own; excite loads "
-                                  f"storages only as part of tensors")
-        if isinstance(obj, dict):
-            stack.extend(obj.keys())
-            stack.extend(obj.values())
-        elif isinstance(obj, (list, tuple, set, frozenset)):
-            stack.extend(obj)
+    """Return ``result`` after refusing what plain data may not hold.
+
+    That is a storage or an allow-listed global outside a tensor, an OrderedDict attribute other
+    than a state dict's ``_metadata`` (a table of dicts), and containers nested deeper than
+    MAX_NESTING. Nesting is measured here, on the finished object, because a list or dict can be
+    filled after it was put inside another; hashing, the one thing that recursed while building,
+    only ever saw keys that ``ContainerBuilder`` had bounded.
+    """
+    if type(result) not in _WALKED:
+        return result
+    depth = {}                                      # id(container) -> levels of containers, itself included
+    path = [[result, _contents(result, where), 0]]  # [container, its unvisited contents, deepest level below]
+    on_path = {id(result)}
+    while path:
+        entry = path[-1]
+        for item in entry[1]:
+            if type(item) not in _WALKED:
+                continue
+            if id(item) in depth:
+                entry[2] = max(entry[2], depth[id(item)])
+            elif id(item) not in on_path:  # an item on the path is a cycle back to a container being walked
+                if len(path) >= MAX_NESTING:
+                    _refuse_nesting(where)
+                path.append([item, _contents(item, where), 0])
+                on_path.add(id(item))
+                break
+        else:
+            path.pop()
+            on_path.discard(id(entry[0]))
+            levels = depth[id(entry[0])] = entry[2] + 1
+            if levels > MAX_NESTING:
+                _refuse_nesting(where)
+            if path:
+                path[-1][2] = max(path[-1][2], levels)
     return result
+
+
+def _refuse_nesting(where):
+    raise CheckpointError(f"{where} nests containers more than {MAX_NESTING} levels deep; a checkpoint "
+                          f"may nest at most {MAX_NESTING}")
+
+
+_WALKED = {dict, collections.OrderedDict, list, tuple, set, frozenset, Storage, StorageType, SafeCallable}
+
+
+def _contents(obj, where):
+    """An iterator over what ``obj`` (of a type in _WALKED) holds, attributes included."""
+    kind = type(obj)
+    if kind in (Storage, StorageType, SafeCallable):
+        what = f"storage {obj.key!r}" if kind is Storage else repr(obj)
+        raise CheckpointError(f"{where} holds {what} as a value of its own; excite loads "
+                              f"storages only as part of tensors")
+    if kind is dict:
+        return itertools.chain(obj.keys(), obj.values())
+    if kind is collections.OrderedDict:
+        return itertools.chain(obj.keys(), obj.values(), _state_dict_metadata(obj, where))
+    return iter(obj)
+
+
+def _state_dict_metadata(ordered_dict, where):
+    """() or (the _metadata table,) of an OrderedDict, after checking it is what a state dict carries."""
+    attributes = vars(ordered_dict)
+    if not attributes:
+        return ()
+    names = sorted(map(str, attributes))
+    if names != ["_metadata"]:  # BUILD sets nothing else; this keeps the promise even if that changes
+        raise CheckpointError(f"{where} holds an OrderedDict with attributes {', '.join(names)}; a state dict "
+                              f"carries only _metadata")
+    metadata = attributes["_metadata"]
+    if type(metadata) not in (dict, collections.OrderedDict):
+        raise CheckpointError(f"{where} holds a state dict whose _metadata is a {describe(metadata)}, not a dict")
+    for name, table in metadata.items():
+        if type(name) is not str or type(table) not in (dict, collections.OrderedDict):
+            raise CheckpointError(f"{where} holds a state dict whose _metadata maps {describe(name)} to "
+                                  f"{describe(table)}; it maps module names to dicts")
+    return (metadata,)
 
 
 def _check_metadata(metadata):
@@ -278,20 +361,6 @@ def _check_metadata(metadata):
                             and all(value is False for value in metadata.values())):
         return
     raise CheckpointError(f"tensor metadata {describe(metadata)} (conjugate/negative views) is not supported")
-
-
-def _ordered_dict(items=()):
-    if type(items) not in (list, tuple):
-        raise CheckpointError(f"OrderedDict must be built from a list of pairs, got {describe(items)}")
-    result = collections.OrderedDict()
-    for pair in items:
-        if type(pair) not in (list, tuple) or len(pair) != 2:
-            raise CheckpointError(f"OrderedDict item must be a (key, value) pair, got {describe(pair)}")
-        try:
-            result[pair[0]] = pair[1]
-        except TypeError:
-            raise CheckpointError(f"unhashable OrderedDict key of type {describe(pair[0])}") from None
-    return result
 
 
 def _torch_size(sizes=()):
@@ -310,13 +379,9 @@ def _codecs_encode(text, encoding="utf-8"):
         raise CheckpointError("_codecs.encode got a string that is not latin1") from None
 
 
-def _container(kind, items):
+def _check_container_items(kind, items):
     if type(items) not in (list, tuple, set, frozenset):
-        raise CheckpointError(f"{kind.__name__} must be built from a list, got {describe(items)}")
-    try:
-        return kind(items)
-    except TypeError:
-        raise CheckpointError(f"unhashable {kind.__name__} item") from None
+        raise CheckpointError(f"{kind} must be built from a list, got {describe(items)}")
 
 
 def _bytearray(data=b""):

@@ -1,10 +1,12 @@
 """PyTorch checkpoints without torch: the zip format (torch >= 1.6) and the legacy pickle stream, read and written."""
+import collections
 import hashlib
 import io
 import os
 import pickle
 import struct
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -30,10 +32,15 @@ def read_zip(stream, where, policy):
     try:
         archive = zipfile.ZipFile(stream)
         names = archive.namelist()
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError) as e:
-        raise CheckpointError(f"{where} is not a readable zip archive: {e}") from None
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError, NotImplementedError) as e:
+        raise CheckpointError(f"{where} is not a readable zip archive: {e or type(e).__name__}") from None
     if not names:
         raise CheckpointError(f"{where} is an empty zip archive, not a PyTorch checkpoint")
+    repeated = [name for name, count in collections.Counter(names).items() if count > 1]
+    if repeated:
+        # zipfile would read the last copy and torch the first: two readers, two answers
+        raise CheckpointError(f"{where} holds {len(repeated)} record name(s) more than once (first: "
+                              f"{repeated[0]!r}); torch.save writes each record once")
     if "/" not in names[0]:
         raise CheckpointError(f"{where} is a zip archive but not a PyTorch checkpoint: its records are not "
                               f"inside one top folder (first record: {names[0]!r})")
@@ -67,10 +74,16 @@ def read_zip(stream, where, policy):
         return info
 
     def read_record(info, into):
-        with archive.open(info) as source:
-            _read_exactly(source, _byte_view(into), f"record {info.filename!r} of {where}")
-            if source.read(1):
-                raise CheckpointError(f"record {info.filename!r} of {where} is longer than its header says")
+        try:
+            with archive.open(info) as source:
+                _read_exactly(source, _byte_view(into), f"record {info.filename!r} of {where}")
+                if source.read(1):
+                    raise CheckpointError(f"record {info.filename!r} of {where} is longer than its header says")
+        except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, RuntimeError) as e:
+            # a bad CRC or local header, a header offset outside the file, a broken deflate stream,
+            # an encryption flag (RuntimeError: password required)
+            raise CheckpointError(f"record {info.filename!r} of {where} is corrupt: {e or type(e).__name__}") \
+                from None
 
     context = LoadContext(policy, where)
     if prefix + "byteorder" in names:
@@ -87,17 +100,17 @@ def read_zip(stream, where, policy):
         def read_storage():
             storage = Storage(key, element_type, numel)
             info = record(f"data/{key}", expected_size=storage.nbytes)
-            storage.raw = np.empty(numel, dtype=element_type.numpy_dtype)
+            storage.raw = _allocate(numel, element_type, f"storage {key!r} of {where}")
             read_record(info, storage.raw)
             return storage
 
         return context.storage(key, element_type, numel, read_storage)
 
     pickle_info = record("data.pkl", limit=MAX_PICKLE_BYTES)
-    data_pkl = bytearray(pickle_info.file_size)
+    data_pkl = _allocate(pickle_info.file_size, None, f"record {prefix}data.pkl of {where}")
     read_record(pickle_info, data_pkl)
     unpickler = RestrictedUnpickler(io.BytesIO(data_pkl), context.allowed_globals(), persistent_load,
-                                    f"{prefix}data.pkl of {where}")
+                                    f"{prefix}data.pkl of {where}", context.builder)
     result = unpickler.load()
     context.finish()
     return check_plain(result, where)
@@ -114,7 +127,8 @@ def read_legacy(stream, where, policy):
     def unpickle(what, persistent_load=None):
         if stream.tell() - start >= file_size:
             raise CheckpointError(f"{where} ends before its {what}")
-        return RestrictedUnpickler(stream, allowed, persistent_load, f"the {what} of {where}").load()
+        return RestrictedUnpickler(stream, allowed, persistent_load, f"the {what} of {where}",
+                                   context.builder).load()
 
     try:
         magic = unpickle("magic number")
@@ -173,10 +187,21 @@ def read_legacy(stream, where, policy):
         if numel != storage.numel:
             raise CheckpointError(f"storage {key!r} of {where} holds {numel} elements, but its pickle "
                                   f"says {storage.numel}")
-        storage.raw = np.empty(numel, dtype=storage.element_type.numpy_dtype)
+        storage.raw = _allocate(numel, storage.element_type, f"storage {key!r} of {where}")
         _read_exactly(stream, _byte_view(storage.raw), f"storage {key!r} of {where}")
     context.finish()
     return check_plain(result, where)
+
+
+def _allocate(count, element_type, what):
+    """An empty array of ``count`` elements (a bytearray if ``element_type`` is None) for ``what``."""
+    try:
+        if element_type is None:
+            return bytearray(count)
+        return np.empty(count, dtype=element_type.numpy_dtype)
+    except MemoryError:
+        nbytes = count * (1 if element_type is None else element_type.itemsize)
+        raise CheckpointError(f"{what} claims {nbytes} bytes, more than this process can allocate") from None
 
 
 def _byte_view(buffer):
