@@ -5,13 +5,16 @@ Budget: ~6 s (two small torchvision state_dicts, every dtype and layout, both pt
 import collections
 import io
 import os
+import subprocess
+import sys
+import time
 import zipfile
 
 import numpy as np
 import pytest
 
 import excite as ex
-from excite.io import _dtypes
+from excite.io import _dtypes, _files
 from excite.tensor import Tensor
 
 FORMATS = ["zip", "legacy"]
@@ -357,6 +360,61 @@ def test_interrupted_save_leaves_the_old_file_intact(monkeypatch, tmp_path, suff
     assert path.read_bytes() == good
     assert os.listdir(tmp_path) == [path.name]  # no temporary file left behind
     assert ex.load(path)["w"].tolist() == [1.0] * 1000
+
+
+SAVE_THAT_HANGS_MID_WRITE = """
+import sys, time
+import excite as ex
+import excite.io.pth as pth
+real = pth._storage_bytes
+def stall(array):
+    print("writing", flush=True)
+    time.sleep(120)
+    return real(array)
+pth._storage_bytes = stall
+ex.save({"w": ex.ones(3)}, sys.argv[1])
+"""
+
+
+def temporaries(directory):
+    return sorted(name for name in os.listdir(directory) if name.endswith(".tmp"))
+
+
+def test_next_save_removes_the_temporary_of_a_killed_save_but_not_of_a_live_one(tmp_path):
+    path = tmp_path / "model.pth"
+    writer = subprocess.Popen([sys.executable, "-c", SAVE_THAT_HANGS_MID_WRITE, str(path)], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert writer.stdout.readline() == "writing\n"
+        (left,) = temporaries(tmp_path)
+        assert left.startswith(f".model.pth.{_files._host_tag()}-{writer.pid}.")
+        ex.save({"w": ex.zeros(2)}, path)  # the other save is alive: its temporary stays
+        assert temporaries(tmp_path) == [left]
+    finally:
+        writer.kill()  # our own child, by its handle
+        writer.wait(timeout=60)
+    assert temporaries(tmp_path) == [left]  # killed mid-write: nothing cleaned up after it
+    ex.save({"w": ex.ones(2)}, path)
+    assert temporaries(tmp_path) == [] and ex.load(path)["w"].tolist() == [1.0, 1.0]
+
+
+def test_temporaries_of_other_hosts_files_and_old_names_are_removed_only_when_stale(tmp_path):
+    old = time.time() - _files.STALE_SECONDS - 60
+    cases = {  # name -> (modification time, removed by the next save of model.pth)
+        ".model.pth.00000000-1.0123456789ab.tmp": (time.time(), False),   # another host's writer, live
+        ".model.pth.00000000-2.0123456789ab.tmp": (old, True),           # another host's, abandoned
+        ".model.pth.0123456789ab.tmp": (time.time(), False),              # named before owners were recorded
+        ".model.pth.ba9876543210.tmp": (old, True),
+        ".model.pth.bak.0123456789ab.tmp": (old, False),                  # the temporary of another file
+        ".model.pth.x.tmp": (old, False),                                 # not a name excite makes
+    }
+    if _files._host_tag() == "00000000":
+        pytest.skip("this host's tag is the one these names use for another host")
+    for name, (mtime, _) in cases.items():
+        (tmp_path / name).write_bytes(b"partial")
+        os.utime(tmp_path / name, (mtime, mtime))
+    ex.save({"w": ex.ones(1)}, tmp_path / "model.pth")
+    assert temporaries(tmp_path) == sorted(name for name, (_, removed) in cases.items() if not removed)
 
 
 def test_save_respects_umask(tmp_path):

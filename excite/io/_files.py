@@ -1,9 +1,13 @@
 """File plumbing for checkpoints: opening sources, sniffing the format from bytes, and atomic writes."""
 import contextlib
+import hashlib
 import io
 import os
+import re
 import secrets
+import socket
 import struct
+import time
 
 from ..errors import InvalidArgumentError
 
@@ -11,6 +15,10 @@ ZIP = "zip"
 SAFETENSORS = "safetensors"
 LEGACY = "legacy"
 TAR = "tar"
+
+STALE_SECONDS = 3600  # a temporary whose owner cannot be asked is abandoned once untouched this long
+# the middle of ".NAME.<host>-<pid>.<token>.tmp"; before the owner was recorded it was ".NAME.<token>.tmp"
+_TEMPORARY_MIDDLE = re.compile(r"(?:([0-9a-f]{8})-([0-9]{1,7})\.)?[0-9a-f]{12}")
 
 
 @contextlib.contextmanager
@@ -55,13 +63,16 @@ def stream_size(stream):
 def atomic_write(path):
     """Yield a temporary path next to ``path``; on success it replaces ``path``, on failure it vanishes.
 
-    The temporary file is created with mode 0o666 so the umask applies as for a plain open().
+    The temporary file is created with mode 0o666 so the umask applies as for a plain open(). Its
+    name records the writing host and process, so that the next save of ``path`` can remove the
+    temporaries of writes that were killed (see ``remove_stale_temporaries``).
     """
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     base = os.path.basename(path)
+    remove_stale_temporaries(directory, base)
     while True:
-        temporary = os.path.join(directory, f".{base}.{secrets.token_hex(6)}.tmp")
+        temporary = os.path.join(directory, f".{base}.{_host_tag()}-{os.getpid()}.{secrets.token_hex(6)}.tmp")
         try:
             os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
             break
@@ -76,3 +87,42 @@ def atomic_write(path):
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         raise
+
+
+def remove_stale_temporaries(directory, base):
+    """Remove the temporaries that killed writes of ``directory/base`` left behind; never a live one.
+
+    A temporary of this host is stale when the process named in it is gone. One of another host
+    (a shared file system) or from before names recorded the owner is stale when untouched for
+    STALE_SECONDS: a live writer keeps its file's modification time fresh.
+    """
+    prefix, host, now = f".{base}.", _host_tag(), time.time()
+    with contextlib.suppress(OSError), os.scandir(directory) as entries:
+        for entry in entries:
+            if not (entry.name.startswith(prefix) and entry.name.endswith(".tmp")):
+                continue
+            owner = _TEMPORARY_MIDDLE.fullmatch(entry.name[len(prefix):-len(".tmp")])
+            with contextlib.suppress(OSError):  # gone already, or not ours to remove: leave it
+                if owner and entry.is_file(follow_symlinks=False) and _is_stale(entry, owner, host, now):
+                    os.unlink(entry.path)
+
+
+def _is_stale(entry, owner, host, now):
+    tag, pid = owner.groups()
+    if tag == host and os.name == "posix":
+        return not _process_exists(int(pid))
+    return now - entry.stat(follow_symlinks=False).st_mtime > STALE_SECONDS
+
+
+def _process_exists(pid):
+    try:
+        os.kill(pid, 0)  # signal 0: nothing is sent, only the existence check is made
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists but belongs to someone else; anything else: do not guess
+        return True
+    return True
+
+
+def _host_tag():
+    return hashlib.sha256(socket.gethostname().encode("utf-8", "surrogateescape")).hexdigest()[:8]
