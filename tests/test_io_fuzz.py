@@ -4,8 +4,9 @@ The cases are mutants of excite's own checkpoints (zip, legacy, safetensors, and
 data.pkl is mutated and re-zipped with valid CRCs, so the mutations reach the pickle interpreter)
 and of torch's. Each runs in a worker process (``io_fuzz_worker``) under a memory limit and a
 timeout: a crash, hang or memory blow-up fails the test with a reproducer instead of killing the
-run. EXCITE_FUZZ_CASES sets the number of cases per test (default 2000; a nightly job can set
-100000), EXCITE_FUZZ_SEED the seed (default 0, as in CI). Budget: ~15 s.
+run. EXCITE_FUZZ_CASES sets the number of mutants of excite's checkpoints (default 2000, torch's
+get half; a nightly job can set 100000), EXCITE_FUZZ_SEED the seed (default 0, as in CI).
+Budget: ~12 s.
 """
 import collections
 import os
