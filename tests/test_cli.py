@@ -271,7 +271,7 @@ def test_predict_with_pretrained_weights_uses_their_preprocessing_and_categories
         for p in net.parameters():
             p.add_(torch.randn_like(p) * 0.1)
     torch.save(net.state_dict(), tmp_path / "w.pth")
-    monkeypatch.setattr(registry.WeightsEntry, "get_state_dict",
+    monkeypatch.setattr(registry.WeightsEnum, "get_state_dict",
                         lambda self, progress=True, check_hash=True: ex.load(tmp_path / "w.pth"))
     image = tmp_path / "photo.png"
     Image.fromarray(np.random.default_rng(2).integers(0, 256, (240, 300, 3), dtype=np.uint8)).save(image)

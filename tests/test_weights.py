@@ -32,7 +32,7 @@ MODELS = ["mobilenet_v3_small", "mobilenet_v3_large"] + [f"efficientnet_b{i}" fo
 def test_registry_matches_torchvision(torchvision, model):
     theirs = torchvision.models.get_model_weights(model)
     ours = weights.get_model_weights(model)
-    assert ours.name == theirs.__name__
+    assert ours.__name__ == theirs.__name__
     assert [e.name for e in ours] == [e.name for e in theirs]
     assert ours.DEFAULT.name == theirs.DEFAULT.name
     for entry in ours:
@@ -219,7 +219,7 @@ _NO_TORCH_SCRIPT = textwrap.dedent("""
 
     config = json.loads(sys.argv[1])
     entry = weights.MobileNet_V3_Small_Weights.DEFAULT
-    entry.url = config["url"]  # the registry's entry, pointed at the local server
+    entry.value.url = config["url"]  # the registry's entry, pointed at the local server (as torchvision's Weights)
     model = models.mobilenet_v3_small(weights="DEFAULT", progress=False).eval()
     x = ex.from_numpy(np.load(config["input"]))
     with ex.no_grad():
@@ -260,3 +260,54 @@ def test_pretrained_mobilenet_without_torch_matches_torchvision_logits(torch, to
     assert report["error"] <= 1e-4, report
     assert report["direct"] == 0.0 and report["keys"] == len(reference.state_dict())
     assert server.requests == [f"/{name}"]
+
+
+# ===== the enums under torchvision's names ====================================================
+@pytest.mark.parametrize("model", MODELS)
+def test_weights_enums_behave_like_torchvision(torchvision, model):
+    from excite.vision import models
+
+    theirs = torchvision.models.get_model_weights(model)
+    ours = getattr(models, theirs.__name__)  # importable from excite.vision.models, as from torchvision.models
+    assert ours is models.get_model_weights(model) is models.get_model_weights(getattr(models, model))
+    assert issubclass(ours, models.WeightsEnum)
+    assert list(ours.__members__) == list(theirs.__members__)  # DEFAULT included, as an alias
+    assert [m.name for m in ours] == [m.name for m in theirs]  # iteration skips the alias
+    assert ours.DEFAULT is ours[theirs.DEFAULT.name] and ours.DEFAULT.name == theirs.DEFAULT.name
+    for name in theirs.__members__:
+        a, b = ours[name], theirs[name]
+        assert (repr(a), str(a), a.url) == (repr(b), str(b), b.url)
+        assert list(a.meta["categories"]) == b.meta["categories"]
+        assert repr(a.transforms()) == repr(b.transforms())
+        assert models.get_weight(f"{theirs.__name__}.{name}") is a
+        assert ours.verify(name) is a and ours.verify(f"{theirs.__name__}.{name}") is a
+    assert weights.resolve(model, ours.DEFAULT) is ours.DEFAULT
+
+
+def test_weights_enum_members_pickle_by_name_and_builders_accept_them(monkeypatch):
+    import pickle
+
+    from excite.vision import models
+
+    member = models.MobileNet_V3_Small_Weights.DEFAULT
+    assert pickle.loads(pickle.dumps(member)) is member
+    reference = models.mobilenet_v3_small()
+    monkeypatch.setattr(models.WeightsEnum, "get_state_dict", lambda self, progress=True, check_hash=True:
+                        reference.state_dict())
+    built = models.mobilenet_v3_small(weights=member, progress=False)
+    assert all(np.array_equal(a.data, b.data) for a, b in zip(built.state_dict().values(),
+                                                               reference.state_dict().values()))
+    with pytest.raises(ex.InvalidArgumentError, match="belong to mobilenet_v3_small, not efficientnet_b0"):
+        models.efficientnet_b0(weights=member)
+    with pytest.raises(ex.InvalidArgumentError, match="num_classes"):
+        models.mobilenet_v3_small(weights=member, num_classes=3)
+
+
+def test_added_table_rows_get_enum_members_without_other_code(monkeypatch):
+    """Engineers add models as rows of weights._TABLE; the enums follow from the rows alone."""
+    row = ("mobilenet_v3_small", "MobileNet_V3_Small_Weights", "IMAGENET1K_V9", "mobilenet_v3_small-00000000.pth",
+           200, 230, "bilinear", 1, (1, 1), 1.0, 2.0, 0.1, 1.0, "recipe", "docs")
+    monkeypatch.setattr(weights, "_TABLE", weights._TABLE + [row])
+    rebuilt = weights._build_registry()["mobilenet_v3_small"]
+    assert [m.name for m in rebuilt] == ["IMAGENET1K_V1", "IMAGENET1K_V9"]
+    assert rebuilt.IMAGENET1K_V9.transforms().crop_size == [200] and rebuilt.DEFAULT is rebuilt.IMAGENET1K_V1

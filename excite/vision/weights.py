@@ -1,4 +1,9 @@
 """The registry of torchvision's pretrained weights for excite's models: URLs, hashes, classes and preprocessing."""
+import dataclasses
+import enum
+import functools
+from typing import Callable
+
 from ..errors import InvalidArgumentError
 from ._imagenet_categories import IMAGENET_CATEGORIES
 
@@ -40,19 +45,72 @@ class ImageClassification:
                 f"{self.interpolation.upper()}\n)")
 
 
-class WeightsEntry:
-    """One set of pretrained weights (torchvision's ``Weights``): where to get it and how to use it."""
+@dataclasses.dataclass(eq=False)
+class Weights:
+    """One set of pretrained weights, as torchvision's ``Weights``: where it is, how to prepare input, what it is.
 
-    def __init__(self, family, name, url, preprocessing, meta):
-        self.family = family
-        self.name = name
-        self.url = url
-        self.preprocessing = preprocessing  # ImageClassification keyword arguments
-        self.meta = meta
+    ``transforms`` is a constructor (a ``functools.partial`` of ImageClassification), called as
+    ``weights.transforms()``. Equality is identity, so ``DEFAULT`` is an alias of the entry it names.
+    """
+
+    url: str
+    transforms: Callable
+    meta: dict
+
+
+class WeightsEnum(enum.Enum):
+    """The parent of every ``<Model>_Weights`` enum (torchvision's ``WeightsEnum``).
+
+    A member (``EfficientNet_B0_Weights.IMAGENET1K_V1``, or the alias ``.DEFAULT``) has ``.url``,
+    ``.transforms()``, ``.meta`` and ``.get_state_dict()``, as in torchvision. The enums are generated from
+    the table below, one per model, so a row added there gets its enum member with no other code.
+    """
+
+    @classmethod
+    def verify(cls, obj):
+        """``obj`` as a member of this enum: None, a member, or its name (``"DEFAULT"``, ``"<Enum>.IMAGENET1K_V1"``)."""
+        if obj is None:
+            return None
+        if isinstance(obj, str):
+            name = obj[len(cls.__name__) + 1:] if obj.startswith(cls.__name__ + ".") else obj
+            if name in cls.__members__:
+                return cls[name]
+            raise InvalidArgumentError(f"unknown weights {obj!r} for {cls._model_name}; valid: "
+                                       f"{', '.join(cls.names())} (or None)")
+        if not isinstance(obj, cls):
+            raise InvalidArgumentError(f"weights {obj!r} belong to "
+                                       f"{getattr(obj, 'model_name', type(obj).__name__)}, not {cls._model_name}")
+        return obj
+
+    @classmethod
+    def names(cls):
+        """``DEFAULT`` and the entries' names, as ``--weights`` accepts them."""
+        return ["DEFAULT"] + [member.name for member in cls]
+
+    @property
+    def url(self):
+        return self.value.url
+
+    @property
+    def transforms(self):
+        return self.value.transforms
+
+    @property
+    def meta(self):
+        return self.value.meta
+
+    @property
+    def family(self):
+        return type(self)
 
     @property
     def model_name(self):
-        return self.family.model_name
+        return type(self)._model_name
+
+    @property
+    def preprocessing(self):
+        """The keyword arguments of ``transforms()`` (crop_size, resize_size, interpolation, mean, std)."""
+        return dict(self.value.transforms.keywords)
 
     @property
     def file_name(self):
@@ -68,10 +126,6 @@ class WeightsEntry:
     def num_classes(self):
         return len(self.meta["categories"])
 
-    def transforms(self):
-        """The inference preprocessing these weights expect (call it on a PIL image)."""
-        return ImageClassification(**self.preprocessing)
-
     def get_state_dict(self, progress=True, check_hash=True):
         """Download (once, into the cache), verify and load the state_dict."""
         from ..io.hub import load_state_dict_from_url
@@ -79,48 +133,11 @@ class WeightsEntry:
         return load_state_dict_from_url(self.url, progress=progress, check_hash=check_hash)
 
     def __repr__(self):
-        return f"{self.family.name}.{self.name}"
+        return f"{type(self).__name__}.{self._name_}"
 
-
-class WeightsFamily:
-    """All weights of one model, like torchvision's ``<Model>_Weights`` enum (``.DEFAULT``, ``["IMAGENET1K_V1"]``)."""
-
-    def __init__(self, name, model_name, default):
-        self.name = name
-        self.model_name = model_name
-        self.default_name = default
-        self.entries = {}
-
-    def add(self, entry_name, url, preprocessing, meta):
-        entry = WeightsEntry(self, entry_name, url, preprocessing, meta)
-        self.entries[entry_name] = entry
-        return entry
-
-    @property
-    def DEFAULT(self):  # noqa: N802 (torchvision's name)
-        return self.entries[self.default_name]
-
-    def names(self):
-        return ["DEFAULT"] + list(self.entries)
-
-    def __getattr__(self, name):
-        entries = self.__dict__.get("entries", {})
-        if name in entries:
-            return entries[name]
-        raise AttributeError(f"{self.__dict__.get('name', 'WeightsFamily')} has no weights {name!r}")
-
-    def __getitem__(self, name):
-        if name == "DEFAULT":
-            return self.DEFAULT
-        if name not in self.entries:
-            raise KeyError(name)
-        return self.entries[name]
-
-    def __iter__(self):
-        return iter(self.entries.values())
-
-    def __repr__(self):
-        return f"<weights {self.name}: {', '.join(self.names())}>"
+    def __reduce_ex__(self, protocol):
+        # by name: the default (by value) would look up an unpickled copy of the Weights, equal only to itself
+        return get_weight, (repr(self),)
 
 
 # model, family, entry, url file, crop, resize, interpolation, params, min size, acc@1, acc@5, GFLOPs, MB, recipe, docs
@@ -167,28 +184,39 @@ _SPECIAL_NORMALIZATION = {"efficientnet_v2_l": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
 
 
 def _build_registry():
-    registry = {}
+    """{model name: its generated ``<Model>_Weights`` enum}, from ``_TABLE``."""
+    rows = {}
     for (model, family_name, entry_name, file_name, crop, resize, interpolation, params, min_size, acc1, acc5,
          gflops, megabytes, recipe, docs) in _TABLE:
-        if model not in registry:
-            registry[model] = WeightsFamily(family_name, model, _DEFAULTS.get(model, "IMAGENET1K_V1"))
         mean, std = _SPECIAL_NORMALIZATION.get(model, (IMAGENET_MEAN, IMAGENET_STD))
-        registry[model].add(
-            entry_name, _URL_ROOT + file_name,
-            dict(crop_size=crop, resize_size=resize, interpolation=interpolation, mean=mean, std=std),
+        weights = Weights(
+            _URL_ROOT + file_name,
+            functools.partial(ImageClassification, crop_size=crop, resize_size=resize, interpolation=interpolation,
+                              mean=mean, std=std),
             dict(categories=IMAGENET_CATEGORIES, num_params=params, min_size=min_size, recipe=recipe,
                  _metrics={"ImageNet-1K": {"acc@1": acc1, "acc@5": acc5}}, _ops=gflops, _file_size=megabytes,
                  _docs=docs))
+        rows.setdefault((model, family_name), []).append((entry_name, weights))
+    registry = {}
+    for (model, family_name), members in rows.items():
+        default = dict(members)[_DEFAULTS.get(model, "IMAGENET1K_V1")]
+        # the same Weights object under a second name makes DEFAULT an alias, as in torchvision's class bodies
+        family = WeightsEnum(family_name, members + [("DEFAULT", default)], module=__name__, qualname=family_name)
+        family._model_name = model
+        registry[model] = family
     return registry
 
 
 REGISTRY = _build_registry()
 # MobileNet_V3_Small_Weights, EfficientNet_B0_Weights, ...: the names torchvision gives them
-globals().update({family.name: family for family in REGISTRY.values()})
+FAMILIES = {family.__name__: family for family in REGISTRY.values()}
+globals().update(FAMILIES)
 
 
 def get_model_weights(name):
-    """The WeightsFamily of model ``name`` (torchvision's ``get_model_weights``)."""
+    """The ``<Model>_Weights`` enum of model ``name`` or of its builder (torchvision's ``get_model_weights``)."""
+    if callable(name) and not isinstance(name, str):
+        name = name.__name__
     if name not in REGISTRY:
         raise InvalidArgumentError(f"no pretrained weights are registered for model {name!r}; models with "
                                    f"weights: {', '.join(REGISTRY)}")
@@ -196,39 +224,32 @@ def get_model_weights(name):
 
 
 def get_weight(name):
-    """The entry called ``"<Family>.<ENTRY>"``, e.g. ``"MobileNet_V3_Small_Weights.IMAGENET1K_V1"``."""
+    """The member called ``"<Enum>.<ENTRY>"``, e.g. ``"MobileNet_V3_Small_Weights.IMAGENET1K_V1"`` or ``"....DEFAULT"``."""
     family_name, _, entry_name = str(name).partition(".")
-    for family in REGISTRY.values():
-        if family.name == family_name:
-            return resolve(family.model_name, entry_name)
-    raise InvalidArgumentError(f"unknown weights {name!r}; expected '<Family>.<ENTRY>' with a family among "
-                               f"{', '.join(f.name for f in REGISTRY.values())}")
+    if family_name in FAMILIES:
+        return FAMILIES[family_name].verify(entry_name)
+    raise InvalidArgumentError(f"unknown weights {name!r}; expected '<Enum>.<ENTRY>' with an enum among "
+                               f"{', '.join(FAMILIES)}")
 
 
 def resolve(model_name, weights):
-    """The WeightsEntry ``weights`` names for ``model_name``: None for None, else an entry or an error.
+    """The member ``weights`` names for ``model_name``: None for None, else a member or an error.
 
     ``weights`` may be ``"DEFAULT"``, an entry name such as ``"IMAGENET1K_V1"`` (optionally
-    prefixed with the family, ``"MobileNet_V3_Small_Weights.IMAGENET1K_V1"``), or an entry itself.
+    prefixed with the enum's name, ``"MobileNet_V3_Small_Weights.IMAGENET1K_V1"``), or a member itself.
     """
     if weights is None:
         return None
     family = get_model_weights(model_name)
-    if isinstance(weights, WeightsEntry):
-        if weights.family is not family:
-            raise InvalidArgumentError(f"weights {weights!r} belong to {weights.model_name}, not {model_name}")
-        return weights
-    if isinstance(weights, str):
-        name = weights[len(family.name) + 1:] if weights.startswith(family.name + ".") else weights
-        if name in family.names():
-            return family[name]
-    raise InvalidArgumentError(f"unknown weights {weights!r} for {model_name}; valid: "
-                               f"{', '.join(family.names())} (or None)")
+    if not isinstance(weights, (str, WeightsEnum)):
+        raise InvalidArgumentError(f"unknown weights {weights!r} for {model_name}; valid: "
+                                   f"{', '.join(family.names())} (or None)")
+    return family.verify(weights)
 
 
 def load_pretrained(model, entry, progress=True):
     """Download (once), verify and load ``entry``'s weights into ``model``; returns the model."""
-    if not isinstance(entry, WeightsEntry):
-        raise InvalidArgumentError(f"expected a WeightsEntry (see resolve), got {type(entry).__name__}")
+    if not isinstance(entry, WeightsEnum):
+        raise InvalidArgumentError(f"expected a weights enum member (see resolve), got {type(entry).__name__}")
     model.load_state_dict(entry.get_state_dict(progress=progress))
     return model

@@ -1,4 +1,5 @@
-"""torchvision-compatible SE networks: MobileNetV3 and EfficientNet (V1, V2) builders and the model registry."""
+"""torchvision-compatible SE networks: MobileNetV3 and EfficientNet (V1, V2) builders, the model registry and weights."""
+from .. import weights as _weights
 from ._registry import default_input_size, get_model, get_model_builder, list_models
 from .efficientnet import (EfficientNet, FusedMBConv, FusedMBConvConfig, MBConv, MBConvConfig, efficientnet_b0,
                            efficientnet_b1, efficientnet_b2, efficientnet_b3, efficientnet_b4, efficientnet_b5,
@@ -15,3 +16,9 @@ __all__ = [
     "efficientnet_b5", "efficientnet_b6", "efficientnet_b7",
     "efficientnet_v2_s", "efficientnet_v2_m", "efficientnet_v2_l",
 ]
+
+# the weights enums under torchvision's names (EfficientNet_B0_Weights, ...), one per row group of weights.py's table
+WeightsEnum, Weights, get_weight, get_model_weights = (_weights.WeightsEnum, _weights.Weights, _weights.get_weight,
+                                                       _weights.get_model_weights)
+globals().update(_weights.FAMILIES)
+__all__ += ["WeightsEnum", "Weights", "get_weight", "get_model_weights", *_weights.FAMILIES]
