@@ -71,26 +71,42 @@ def _non_negative_float(text):
 # ----- train -------------------------------------------------------------------------------------
 # options whose value a resumed run takes from its checkpoint
 _RUN_OPTIONS = ("model", "data", "epochs", "batch_size", "lr", "optimizer", "weight_decay", "label_smoothing",
-                "image_size", "seed", "limit")
+                "image_size", "seed", "limit", "weights", "freeze_backbone", "unfreeze_after", "precise_bn")
 
 
 def _add_train(sub):
+    from .precise_bn import MODES
     from .train import DEFAULT_OUT, OPTIMIZERS
 
     p = sub.add_parser(
-        "train", help="train an SE network (default: MobileNetV3-style on the bundled digits)",
+        "train", help="train or fine-tune an SE network (default: MobileNetV3-style on the bundled digits)",
         description="Train a model. With no options: a MobileNetV3-Small-style SE network on the bundled UCI "
                     "digits (8x8 images scaled to 32x32), a few minutes on two cores. Writes best.pth (weights, "
-                    "loadable with torch.load(weights_only=True)) and last.pth (everything --resume needs).")
+                    "loadable with torch.load(weights_only=True)), last.pth (everything --resume needs), "
+                    "metrics.csv / metrics.json (one row per epoch) and curves.png (with matplotlib).")
     p.add_argument("--model", metavar="NAME",
                    help="mobilenet_v3_digits (default) or any registered model (excite info lists them)")
+    p.add_argument("--weights", metavar="NAME_OR_PATH",
+                   help="fine-tune from pretrained weights: a name of the model's weights (DEFAULT, IMAGENET1K_V1) "
+                        "or a checkpoint file (.pth, .safetensors, an excite checkpoint); the classifier is replaced "
+                        "for the data's classes and the weights' own preprocessing is used")
+    p.add_argument("--freeze-backbone", action="store_true", default=None,
+                   help="with --weights: train only the classifier")
+    p.add_argument("--unfreeze-after", metavar="N", type=_integer(1),
+                   help="with --freeze-backbone: train every layer from epoch N+1 on")
+    p.add_argument("--precise-bn", choices=MODES,
+                   help="recompute BatchNorm statistics on training images before each evaluation: auto (default: "
+                        "when the running averages cannot have settled), always, never")
+    p.add_argument("--strict-data", action="store_true",
+                   help="stop at an unreadable image (default: skip it with a warning)")
     p.add_argument("--data", metavar="DIR",
                    help="an ImageFolder (a folder of images per class); with train/ and val/ subfolders those are "
                         "used, else a random tenth is held out for validation. Default: the bundled digits")
     p.add_argument("--epochs", metavar="N", type=_integer(1), help="epochs to train (default 10)")
-    p.add_argument("--batch-size", metavar="N", type=_integer(1), help="images per batch (default 64)")
+    p.add_argument("--batch-size", metavar="N", type=_integer(1),
+                   help="images per batch (default: 64, less for small data so an epoch has at least 8 steps)")
     p.add_argument("--lr", metavar="LR", type=_positive_float,
-                   help="peak learning rate (default depends on --optimizer)")
+                   help="peak learning rate (default: from --optimizer and the batch size, lower with --weights)")
     p.add_argument("--optimizer", choices=sorted(OPTIMIZERS), help="default adamw")
     p.add_argument("--weight-decay", metavar="WD", type=_non_negative_float, help="default depends on --optimizer")
     p.add_argument("--label-smoothing", metavar="EPS", type=_fraction,
@@ -101,7 +117,7 @@ def _add_train(sub):
                                                 "when it already holds a run)")
     p.add_argument("--resume", nargs="?", const=True, metavar="LAST_PTH",
                    help="continue a stopped run from its last.pth (default: the latest run's); the result is the "
-                        "same as if it had never stopped")
+                        "same as if it had never stopped. With a larger --epochs it extends a run, finished or not")
     p.add_argument("--seed", metavar="N", type=_integer(0),
                    help="seed of initialisation, data order and augmentation (default 0)")
     p.add_argument("--workers", metavar="N", type=_integer(0),
@@ -120,13 +136,13 @@ def _train_config(args):
     from .train import TrainConfig
 
     given = {k: getattr(args, k) for k in _RUN_OPTIONS if getattr(args, k) is not None}
-    return TrainConfig(**given, workers=args.workers)
+    return TrainConfig(**given, workers=args.workers, strict_data=args.strict_data)
 
 
 def _check_resume_options(args, stored, path):
     for key in _RUN_OPTIONS:
         value = getattr(args, key)
-        if value is None:
+        if value is None or (key == "epochs" and value > stored.get(key, 0)):  # more epochs extend the run
             continue
         if key == "data":
             value = os.path.abspath(value)
@@ -154,7 +170,8 @@ def _run_train(args):
             out = args.out
         checkpoint = load_run_checkpoint(path)
         _check_resume_options(args, checkpoint["config"], path)
-        trainer = Trainer.resume(path, out=out, progress=progress, workers=args.workers, checkpoint=checkpoint)
+        trainer = Trainer.resume(path, out=out, progress=progress, workers=args.workers, checkpoint=checkpoint,
+                                 epochs=args.epochs)
     else:
         if args.out is None:
             out = fresh_run_dir(DEFAULT_OUT)
@@ -170,6 +187,8 @@ def _run_train(args):
     print(f"best weights: {_shown(result.best_checkpoint)}  (excite predict {_shown(result.best_checkpoint)} "
           "IMAGE; torch.load(..., weights_only=True))")
     print(f"resume state: {_shown(result.last_checkpoint)}")
+    print(f"metrics: {_shown(result.metrics_csv)}, {_shown(result.metrics_json)}; curves: "
+          + (_shown(result.plot) if result.plot else "no plot (install matplotlib: pip install 'excite[plot]')"))
     return 0
 
 

@@ -80,8 +80,11 @@ def _brief(keys, limit=3):
 
 
 def check_fits(model, state_dict, name, where):
-    """Raise CheckpointError saying briefly which keys differ when ``state_dict`` is not for ``model``."""
-    own = model.state_dict()
+    """Raise CheckpointError saying briefly which keys differ when ``state_dict`` is not for ``model``.
+
+    ``model`` may also be the state_dict expected (a dict).
+    """
+    own = model if isinstance(model, dict) else model.state_dict()
     optional = {k for k in own if k.endswith("num_batches_tracked")}  # absent from old checkpoints
     missing = [k for k in own if k not in state_dict and k not in optional]
     unexpected = [k for k in state_dict if k not in own]
