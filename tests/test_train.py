@@ -287,6 +287,12 @@ def test_default_run_directories_never_overwrite_and_resume_picks_the_latest(tmp
         (tmp_path / "runs" / name).mkdir(parents=True)
         (tmp_path / "runs" / name / "last.pth").write_bytes(b"")
         os.utime(tmp_path / "runs" / name / "last.pth", (mtime, mtime))
+        os.utime(tmp_path / "runs" / name, (mtime, mtime))
     (tmp_path / "runs" / "excite_other").mkdir()
     assert fresh_run_dir(out) == out + "4"
     assert latest_run(out) == out + "2"
+    # a newer run that stopped before its first checkpoint is named, not silently passed over for an older one
+    (tmp_path / "runs" / "excite4").mkdir()
+    (tmp_path / "runs" / "excite4" / "metrics.csv").write_text("epoch\n")
+    with pytest.raises(ex.InvalidArgumentError, match="excite4, has no last.pth"):
+        latest_run(out)
