@@ -223,21 +223,36 @@ def _add_predict(sub):
 def _run_predict(args):
     from .predict import classify, load_inference_model, open_image
 
-    for path in args.images:  # a bad image fails before the model loads
-        open_image(path)
+    good, failed = [], []
+    for path in args.images:  # bad images are reported, the rest still get predictions
+        try:
+            open_image(path)
+            good.append(path)
+        except InvalidArgumentError as e:
+            failed.append((path, str(e)))
+    if len(failed) == 1 and not good:
+        raise InvalidArgumentError(failed[0][1])
+    for _, reason in failed:
+        print(_error_line(reason), file=sys.stderr)
+    if not good:
+        raise InvalidArgumentError(f"none of the {len(failed)} images could be read")
     loaded = load_inference_model(args.source, model=args.model, weights=args.weights, image_size=args.image_size,
                                   resize_size=args.resize_size)
-    results = classify(loaded, args.images, topk=args.topk, engine=args.engine)
+    results = classify(loaded, good, topk=args.topk, engine=args.engine)
     if args.json:
-        print(json.dumps([{"image": path, "top": [{"index": i, "class": name, "probability": p}
-                                                  for i, name, p in top]}
-                          for path, top in zip(args.images, results)], indent=1))
-        return 0
-    width = max(len(name) for top in results for _, name, _ in top)
-    for path, top in zip(args.images, results):
-        print(path)
-        for rank, (index, name, prob) in enumerate(top, 1):
-            print(f"  {rank}. {name:<{width}}  {100 * prob:6.2f}%  (class {index})")
+        rows = [{"image": path, "top": [{"index": i, "class": name, "probability": p} for i, name, p in top]}
+                for path, top in zip(good, results)]
+        rows += [{"image": path, "error": reason} for path, reason in failed]
+        print(json.dumps(rows, indent=1))
+    else:
+        width = max(len(name) for top in results for _, name, _ in top)
+        for path, top in zip(good, results):
+            print(path)
+            for rank, (index, name, prob) in enumerate(top, 1):
+                print(f"  {rank}. {name:<{width}}  {100 * prob:6.2f}%  (class {index})")
+    if failed:
+        print(f"excite: {len(failed)} of {len(args.images)} images could not be read (listed above)", file=sys.stderr)
+        return EXIT_ERROR
     return 0
 
 
@@ -296,34 +311,46 @@ def _add_convert(sub):
     p.set_defaults(func=_run_convert)
 
 
+_PTH_SUFFIXES = (".pth", ".pt", ".pth.tar", ".ckpt", ".bin")
+
+
+def _check_output_path(path, suffixes, what):
+    """A one-line error for an output whose suffix is not ``suffixes`` or whose folder does not exist."""
+    if not path.lower().endswith(suffixes):
+        raise InvalidArgumentError(f"{what} must end in {', '.join(suffixes)}; got {path}")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise InvalidArgumentError(f"no such directory: {_shown(folder)} (for {path})")
+
+
 def _run_convert(args):
-    from ..io import convert
+    from ..io import convert, load, save
+    from .metadata import meta_of, to_strings, weights_file
+    from .predict import extract_state_dict
 
     if not os.path.isfile(args.src):
         raise InvalidArgumentError(f"no such file: {args.src}")
+    _check_output_path(args.dst, _PTH_SUFFIXES + (".safetensors",), "OUT")
     if os.path.abspath(args.src) == os.path.abspath(args.dst):
         raise InvalidArgumentError("IN and OUT are the same file")
-    if args.dst.endswith(".safetensors") and _is_training_checkpoint(args.src):
-        # safetensors holds a flat dict of tensors: of a training state, only the model weights fit
-        from ..io import load, save
-
-        save(dict(load(args.src)["model"]), args.dst)
-        print(f"wrote {args.dst} (the model weights of the training checkpoint {args.src})")
-        return 0
-    convert(args.src, args.dst)
-    print(f"wrote {args.dst}")
-    return 0
-
-
-def _is_training_checkpoint(path):
-    from ..io import load
-    from .train import CHECKPOINT_FORMAT
-
     try:
-        obj = load(path)
+        obj = load(args.src, keep_half=True)
+        state_dict, meta = meta_of(obj, args.src)
     except ExciteError:
-        return False  # convert reports what is wrong with the file
-    return isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT
+        obj, state_dict, meta = None, None, None  # convert reports what is wrong with the file
+    if meta is None:
+        convert(args.src, args.dst)
+        print(f"wrote {args.dst}")
+        return 0
+    # the weights with their architecture, classes and preprocessing
+    state_dict = state_dict if state_dict is not None else extract_state_dict(obj, args.src)
+    if args.dst.endswith(".safetensors"):
+        save(dict(state_dict), args.dst, metadata=to_strings(meta))
+    else:
+        save(weights_file(state_dict, meta), args.dst)
+    print(f"wrote {args.dst} (the weights of {meta['model']} with its {meta['num_classes']} class names and "
+          "preprocessing)")
+    return 0
 
 
 def _add_export(sub):
@@ -345,19 +372,26 @@ def _run_export(args):
     import numpy as np
 
     from ..onnx import export
-    from .predict import load_inference_model
     from ..tensor import Tensor
+    from .metadata import meta_of_inference_model, to_strings
+    from .predict import load_inference_model
 
+    _check_output_path(args.dst, (".onnx",), "OUT.onnx")
     if os.path.exists(args.source) or _looks_like_path(args.source) or args.weights is not None:
         loaded = load_inference_model(args.source, model=args.model, weights=args.weights, image_size=args.image_size)
-        model, size = loaded.model, loaded.preprocessing.image_size
+        if not hasattr(loaded.model, "state_dict"):
+            raise InvalidArgumentError(f"{args.source} is already an ONNX graph")
+        model, size, meta = loaded.model, loaded.preprocessing.image_size, meta_of_inference_model(loaded)
     else:
         from ..vision.models import default_input_size, get_model
 
-        model, size = get_model(args.source).eval(), args.image_size or default_input_size(args.source)
+        model, size, meta = get_model(args.source).eval(), args.image_size or default_input_size(args.source), None
     export(model, Tensor(np.zeros((1, 3, size, size), dtype=np.float32)), args.dst, opset=args.opset,
-           dynamic_batch=not args.static_batch, fold_batchnorm=args.fold_batchnorm)
-    print(f"wrote {args.dst} (input 'input' [N, 3, {size}, {size}], output 'logits')")
+           dynamic_batch=not args.static_batch, fold_batchnorm=args.fold_batchnorm,
+           metadata=None if meta is None else to_strings(meta))
+    batch = "1" if args.static_batch else "N"
+    print(f"wrote {args.dst} (input 'input' [{batch}, 3, {size}, {size}], output 'logits'"
+          + (f"; {meta['num_classes']} class names and the preprocessing in its metadata)" if meta else ")"))
     return 0
 
 

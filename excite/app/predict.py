@@ -1,7 +1,6 @@
 """Inference models from a checkpoint or a registered name, and top-k image classification (`excite predict`)."""
 import contextlib
 import dataclasses
-import json
 import os
 import tempfile
 
@@ -10,7 +9,7 @@ import numpy as np
 from ..errors import CheckpointError, ExciteError, InvalidArgumentError, UnsafeCheckpointError, shape_str
 from ..vision.weights import IMAGENET_MEAN, IMAGENET_STD
 
-CHECKPOINT_SUFFIXES = (".pth", ".pt", ".pth.tar", ".ckpt", ".bin", ".safetensors")
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".pth.tar", ".ckpt", ".bin", ".safetensors", ".onnx")
 # wrappers other tools put around a state_dict (torchvision's reference scripts use "model")
 STATE_DICT_KEYS = ("model", "state_dict", "model_state_dict", "model_state")
 
@@ -150,8 +149,9 @@ def load_inference_model(source, model=None, weights=None, image_size=None, resi
     """Resolve ``source`` for inference.
 
     ``source`` is an excite training checkpoint (last.pth, or best.pth with its run.json beside
-    it), a PyTorch / safetensors checkpoint of a registered model (name it with ``model``), or a
-    registered model name (with ``weights``, e.g. ``"DEFAULT"``).
+    it), an excite weights file (.pth or .safetensors with metadata), a PyTorch / safetensors
+    checkpoint of a registered model (name it with ``model``), an ONNX graph (run by onnxruntime),
+    or a registered model name (with ``weights``, e.g. ``"DEFAULT"``).
     """
     if os.path.isdir(source):
         raise InvalidArgumentError(f"{source} is a directory, not a checkpoint file")
@@ -168,22 +168,18 @@ def load_inference_model(source, model=None, weights=None, image_size=None, resi
 def _from_checkpoint(path, model_name, image_size, resize_size):
     from ..io import load
     from ..vision.models import default_input_size, get_model_builder
-    from .train import CHECKPOINT_FORMAT
+    from .metadata import meta_of
 
+    if path.lower().endswith(".onnx"):
+        return _from_onnx(path, model_name, image_size, resize_size)
     try:
         obj = load(path)
     except UnsafeCheckpointError as e:
         raise UnsafeCheckpointError(f"{e}; if {path} is a whole pickled model, save its weights instead: "
                                     "torch.save(model.state_dict(), path)") from None
-    meta = None
-    if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
-        meta, state_dict = obj["meta"], obj["model"]
-    else:
+    state_dict, meta = meta_of(obj, path)
+    if state_dict is None:
         state_dict = extract_state_dict(obj, path)
-        run_json = os.path.join(os.path.dirname(os.path.abspath(path)), "run.json")
-        if os.path.isfile(run_json):
-            with open(run_json) as f:
-                meta = json.load(f).get("meta")
     if model_name is not None and meta is not None and model_name != meta["model"]:
         meta = None  # the user overrides what the run recorded
     name = model_name or (meta or {}).get("model")
@@ -193,23 +189,41 @@ def _from_checkpoint(path, model_name, image_size, resize_size):
     get_model_builder(name)  # an unknown name raises, with the close matches
     num_classes = meta["num_classes"] if meta else None
     model = model_for_state_dict(name, state_dict, path, num_classes=num_classes)
-    if meta is not None:
-        prep = Preprocessing(image_size=meta["image_size"], resize_size=meta["resize_size"], mean=meta["mean"],
-                             std=meta["std"], interpolation=meta.get("interpolation", "bilinear"),
-                             grayscale=bool(meta.get("grayscale", False)))
-        if image_size is not None:
-            # keep the trained relation: a square resize stays square, a shorter-side resize keeps its margin
-            square = isinstance(prep.resize_size, (list, tuple))
-            prep = dataclasses.replace(prep, image_size=image_size,
-                                       resize_size=[image_size, image_size] if square else round(image_size / 0.875))
-        if resize_size is not None:
-            prep = dataclasses.replace(prep, resize_size=resize_size)
-        names = meta.get("class_names")
-    else:
-        prep = Preprocessing.imagenet(image_size or default_input_size(name), resize_size)
-        names = None
+    prep, names = _preprocessing(meta, image_size, resize_size, default_input_size(name))
     return InferenceModel(model, name, _class_names(_num_outputs(model, state_dict) or len(names or []), names),
                           prep, path)
+
+
+def _preprocessing(meta, image_size, resize_size, default_size):
+    """(Preprocessing, class names or None) from a recorded ``meta`` and the user's overrides."""
+    if meta is None:
+        return Preprocessing.imagenet(image_size or default_size, resize_size), None
+    prep = Preprocessing(image_size=meta["image_size"], resize_size=meta["resize_size"], mean=meta["mean"],
+                         std=meta["std"], interpolation=meta.get("interpolation", "bilinear"),
+                         grayscale=bool(meta.get("grayscale", False)))
+    if image_size is not None:
+        # keep the trained relation: a square resize stays square, a shorter-side resize keeps its margin
+        square = isinstance(prep.resize_size, (list, tuple))
+        prep = dataclasses.replace(prep, image_size=image_size,
+                                   resize_size=[image_size, image_size] if square else round(image_size / 0.875))
+    if resize_size is not None:
+        prep = dataclasses.replace(prep, resize_size=resize_size)
+    return prep, meta.get("class_names")
+
+
+def _from_onnx(path, model_name, image_size, resize_size):
+    """An exported ONNX graph, run by onnxruntime; classes and preprocessing from its metadata_props."""
+    from ..onnx.runtime import OnnxModel
+    from .metadata import from_strings
+
+    session = OnnxModel(path)
+    meta = from_strings(dict(session.session.get_modelmeta().custom_metadata_map), path)
+    height = session.input_shape[2] if len(session.input_shape) == 4 else None
+    prep, names = _preprocessing(meta, image_size, resize_size, height or 224)
+    outputs = session.session.get_outputs()[0].shape
+    count = outputs[-1] if outputs and isinstance(outputs[-1], int) else len(names or [])
+    name = model_name or (meta or {}).get("model") or os.path.basename(path)
+    return InferenceModel(session, name, _class_names(count, names), prep, path)
 
 
 def _from_name(name, model_name, weights, image_size, resize_size):
@@ -261,7 +275,11 @@ def runner(loaded, engine="excite"):
     """A function from a [N, 3, H, W] float32 batch to logits, on excite or (exported once) onnxruntime."""
     from ..tensor import Tensor
 
-    if engine == "excite":
+    from ..onnx.runtime import OnnxModel
+
+    if isinstance(loaded.model, OnnxModel):  # an ONNX file runs where it is, whatever the engine
+        yield lambda batch: np.asarray(loaded.model(batch))
+    elif engine == "excite":
         from ..autograd import no_grad
 
         def run(batch):

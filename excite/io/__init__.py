@@ -4,9 +4,9 @@ import os
 from ..errors import CheckpointError, ExciteError, InvalidArgumentError, UnsafeCheckpointError
 from . import _dtypes, _files
 from .pth import read_legacy, read_zip, write_legacy, write_zip
-from .safetensors_io import read_safetensors, safetensors_bytes, write_safetensors_file
+from .safetensors_io import read_safetensors, read_safetensors_metadata, safetensors_bytes, write_safetensors_file
 
-__all__ = ["load", "save", "convert", "CheckpointError", "UnsafeCheckpointError"]
+__all__ = ["load", "save", "convert", "load_metadata", "CheckpointError", "UnsafeCheckpointError"]
 
 PTH = "pth"
 SAFETENSORS = "safetensors"
@@ -59,7 +59,15 @@ def _load(f, policy):
             raise CheckpointError(f"{where} is malformed ({type(e).__name__}: {e})") from e
 
 
-def save(obj, f, *, format=None, _use_new_zipfile_serialization=True):  # noqa: A002
+def load_metadata(f):
+    """The string key/values stored with a safetensors file (its ``__metadata__``); {} for any other format."""
+    with _files.open_source(f) as (stream, where):
+        if _files.sniff_format(stream) != _files.SAFETENSORS:
+            return {}
+        return read_safetensors_metadata(stream.read(), where)
+
+
+def save(obj, f, *, format=None, metadata=None, _use_new_zipfile_serialization=True):  # noqa: A002
     """Save ``obj`` so that ``torch.load(f, weights_only=True)`` (or safetensors) reads it back exactly.
 
     ``f`` ending in ``.safetensors`` (or ``format="safetensors"``) writes safetensors, which holds
@@ -67,13 +75,16 @@ def save(obj, f, *, format=None, _use_new_zipfile_serialization=True):  # noqa: 
     format with ``_use_new_zipfile_serialization=False``), which holds tensors, dicts, lists,
     tuples, sets, numbers, strings, bytes and None. Saving to a path is atomic: the file is
     written next to its destination and renamed into place, so an interrupted save never leaves
-    a truncated file where a good one was.
+    a truncated file where a good one was. ``metadata`` (a dict of str -> str) goes into a safetensors
+    file's header, as the ``safetensors`` package writes it; the .pth formats have no place for it.
     """
     kind = _save_format(f, format)
+    if metadata is not None and kind != SAFETENSORS:
+        raise InvalidArgumentError("metadata= is stored only in safetensors files; a .pth keeps it in the object saved")
     if isinstance(f, (str, bytes, os.PathLike)):
         with _files.atomic_write(f) as temporary:
             if kind == SAFETENSORS:
-                write_safetensors_file(obj, temporary)
+                write_safetensors_file(obj, temporary, metadata)
                 return
             with open(temporary, "wb") as stream:
                 _write_pth(obj, stream, _archive_name(os.fsdecode(f)), _use_new_zipfile_serialization)
@@ -81,7 +92,7 @@ def save(obj, f, *, format=None, _use_new_zipfile_serialization=True):  # noqa: 
     if not hasattr(f, "write"):
         raise InvalidArgumentError(f"expected a path or a binary file object, got {type(f).__name__}")
     if kind == SAFETENSORS:
-        f.write(safetensors_bytes(obj))
+        f.write(safetensors_bytes(obj, metadata))
     else:
         _write_pth(obj, f, "archive", _use_new_zipfile_serialization)
 

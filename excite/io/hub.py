@@ -79,6 +79,25 @@ def download_url_to_file(url, dst, hash_prefix=None, progress=True):
                                   f"got {digest[:len(hash_prefix)]} (full {digest}); the file was discarded")
 
 
+_verified = {}  # path -> (size, mtime) of cached files whose hash matched, so each is hashed once a process
+
+
+def _check_cached_hash(path, hash_prefix):
+    stat = os.stat(path)
+    if _verified.get(path) == (stat.st_size, stat.st_mtime_ns):
+        return
+    sha256 = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            sha256.update(chunk)
+    digest = sha256.hexdigest()
+    if not digest.startswith(hash_prefix):
+        raise CheckpointError(f"{path} in the cache does not match its name: expected sha256 prefix {hash_prefix}, "
+                              f"got {digest[:len(hash_prefix)]}; delete it to download it again (or pass "
+                              f"check_hash=False to use it anyway)")
+    _verified[path] = (stat.st_size, stat.st_mtime_ns)
+
+
 def cached_download(url, model_dir=None, progress=True, check_hash=True, file_name=None):
     """The local path of ``url``'s file, downloading it into the cache on first use."""
     if not isinstance(url, str) or not url:
@@ -88,10 +107,13 @@ def cached_download(url, model_dir=None, progress=True, check_hash=True, file_na
     if not file_name:
         raise InvalidArgumentError(f"cannot tell a file name from {url}; pass file_name=")
     cached_file = os.path.join(model_dir, file_name)
+    hash_prefix = expected_hash_prefix(file_name) if check_hash else None
     if os.path.exists(cached_file):
+        # a file put there by hand (as the download error suggests) is checked like a download
+        if hash_prefix is not None:
+            _check_cached_hash(cached_file, hash_prefix)
         return cached_file
     os.makedirs(model_dir, exist_ok=True)
-    hash_prefix = expected_hash_prefix(file_name) if check_hash else None
     if progress:
         sys.stderr.write(f'Downloading: "{url}" to {cached_file}\n')
     download_url_to_file(url, cached_file, hash_prefix, progress=progress)

@@ -56,14 +56,39 @@ def safetensors_specs(obj):
     return specs, keep_alive
 
 
-def write_safetensors_file(obj, path):
+def check_metadata(metadata):
+    """safetensors metadata is a flat dict of str -> str; None stays None."""
+    if metadata is None:
+        return None
+    if not isinstance(metadata, Mapping) or not all(type(k) is str and type(v) is str for k, v in metadata.items()):
+        raise InvalidArgumentError(f"safetensors metadata must be a dict of str -> str, got {metadata!r:.200}")
+    return dict(metadata)
+
+
+def write_safetensors_file(obj, path, metadata=None):
     specs, keep_alive = safetensors_specs(obj)
-    safetensors.serialize_file(specs, path)
+    safetensors.serialize_file(specs, path, metadata=check_metadata(metadata))
     del keep_alive  # the package reads through raw pointers: the arrays must live until here
 
 
-def safetensors_bytes(obj):
+def safetensors_bytes(obj, metadata=None):
     specs, keep_alive = safetensors_specs(obj)
-    data = bytes(safetensors.serialize(specs))
+    data = bytes(safetensors.serialize(specs, metadata=check_metadata(metadata)))
     del keep_alive
     return data
+
+
+def read_safetensors_metadata(data, where):
+    """The ``__metadata__`` dict (str -> str) of a safetensors file's bytes; {} when it has none."""
+    import json
+    import struct
+
+    try:
+        (size,) = struct.unpack("<Q", bytes(data[:8]))
+        header = json.loads(bytes(data[8:8 + size]))
+        metadata = header.get("__metadata__") or {}
+    except (struct.error, ValueError, AttributeError) as e:
+        raise CheckpointError(f"{where} is not a valid safetensors file: {e}") from None
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise CheckpointError(f"{where}: the safetensors metadata is not a dict of strings")
+    return dict(metadata)

@@ -5,7 +5,7 @@ from collections import OrderedDict, namedtuple
 
 import numpy as np
 
-from ..errors import ExciteError
+from ..errors import ExciteError, InvalidArgumentError
 from ..tensor import Tensor, as_dtype
 from .parameter import Buffer, Parameter
 
@@ -389,6 +389,12 @@ class Module:
         if dtype is None:
             return self
         dtype = as_dtype(dtype)
+        if dtype.itemsize < 4 and (dtype.kind == "f" or dtype.name == "bfloat16"):
+            # the compiled kernels compute in float32/float64 only; refuse here rather than fail mid-forward
+            raise InvalidArgumentError(
+                f"excite runs modules in float32 or float64, not {dtype.name}; keep the model in float32 (a "
+                f"half-precision checkpoint loads as float32 with ex.load, and ex.save / excite convert keep "
+                f"float16 tensors as they are)")
         if dtype.kind != "f":
             raise TypeError(f"nn.Module.to only accepts floating point dtypes, but got desired dtype={dtype}")
         return self._apply_to_arrays(lambda a: a.astype(dtype) if a.dtype.kind == "f" and a.dtype != dtype else a)
@@ -400,6 +406,7 @@ class Module:
         return self.to(np.float64)
 
     def half(self):
+        """Refused with InvalidArgumentError: excite's kernels compute in float32 and float64 only."""
         return self.to(np.float16)
 
     def type(self, dst_type):

@@ -86,7 +86,7 @@ class GraphBuilder:
     def produced(self, name):
         return any(name in outs for _, _, outs, _, _ in self.nodes)
 
-    def to_model(self, input_value, output_value, opset, dynamic_batch, producer_version, doc_string=""):
+    def to_model(self, input_value, output_value, opset, dynamic_batch, producer_version, doc_string="", metadata=None):
         onnx = import_onnx()
         from onnx import helper
 
@@ -105,6 +105,9 @@ class GraphBuilder:
         # the lowest IR version that can carry this opset, so older runtimes still load the file
         model.ir_version = helper.find_min_ir_version_for([helper.make_opsetid("", opset)])
         model.producer_name, model.producer_version, model.doc_string = "excite", producer_version, doc_string
+        for key, value in (metadata or {}).items():  # metadata_props: the model's string key/values
+            prop = model.metadata_props.add()
+            prop.key, prop.value = key, value
         graph = model.graph
         graph.name = "excite"
         graph.input.append(value_info(input_value))

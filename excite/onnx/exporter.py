@@ -14,7 +14,7 @@ OUTPUT_NAME = "logits"
 MIN_OPSET = 14  # HardSwish first appears in opset 14
 
 
-def export(model, example_input, path, opset=17, dynamic_batch=True, fold_batchnorm=False):
+def export(model, example_input, path, opset=17, dynamic_batch=True, fold_batchnorm=False, metadata=None):
     """Write ``model`` to ``path`` as an ONNX graph; returns the ``onnx.ModelProto`` written.
 
     The graph computes the model's inference (eval-mode) forward whatever ``model.training``
@@ -33,6 +33,9 @@ def export(model, example_input, path, opset=17, dynamic_batch=True, fold_batchn
     The model is exported layer by layer from a registry of converters (see
     ``excite.onnx.register_converter``); a layer without one raises ``InvalidArgumentError``
     naming it. The file passes ``onnx.checker.check_model`` and is written atomically.
+
+    ``metadata`` (a dict of str -> str, e.g. class names and preprocessing) fills the model's
+    ``metadata_props``, which onnxruntime reads back as ``session.get_modelmeta().custom_metadata_map``.
     """
     onnx = import_onnx()
     from . import _blocks, _layers  # noqa: F401  (importing them registers the converters)
@@ -44,6 +47,9 @@ def export(model, example_input, path, opset=17, dynamic_batch=True, fold_batchn
     max_opset = onnx.defs.onnx_opset_version()
     if isinstance(opset, bool) or not isinstance(opset, (int, np.integer)) or not MIN_OPSET <= opset <= max_opset:
         raise InvalidArgumentError(f"export: opset must be an int in [{MIN_OPSET}, {max_opset}], got {opset!r}")
+    if metadata is not None and not (isinstance(metadata, dict) and all(
+            isinstance(k, str) and isinstance(v, str) for k, v in metadata.items())):
+        raise InvalidArgumentError(f"export: metadata must be a dict of str -> str, got {metadata!r:.200}")
     example = example_input.data if isinstance(example_input, Tensor) else np.asarray(example_input)
     if example.dtype.kind != "f" or example.ndim < 1:
         raise InvalidArgumentError(f"export: example_input must be a floating-point tensor such as [1, 3, H, W], "
@@ -66,9 +72,9 @@ def export(model, example_input, path, opset=17, dynamic_batch=True, fold_batchn
                                    f"single ONNX file can hold; external weight files are not supported")
     doc = (f"{type(model).__name__} exported by excite {__version__}: input '{INPUT_NAME}' float32 "
            f"{_dims(source.shape, dynamic_batch)}, output '{OUTPUT_NAME}' {_dims(output.shape, dynamic_batch)}")
-    proto = builder.to_model(source, output, int(opset), dynamic_batch, __version__, doc)
-    onnx.helper.set_model_props(proto, {"excite.model_class": type(model).__name__,
-                                        "excite.fold_batchnorm": str(bool(fold_batchnorm))})
+    props = {"excite.model_class": type(model).__name__, "excite.fold_batchnorm": str(bool(fold_batchnorm))}
+    proto = builder.to_model(source, output, int(opset), dynamic_batch, __version__, doc,
+                             metadata={**props, **(metadata or {})})
     data = proto.SerializeToString()
     onnx.checker.check_model(data, full_check=True)
     _atomic_write(path, data)

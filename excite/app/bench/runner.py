@@ -377,18 +377,39 @@ def _print_row(r):
           f"{_fmt(r['onnxruntime_s'], case):>11s} {ratio:>13s}", flush=True)
 
 
+def _known_cases():
+    """Every case name the benchmark can run (what --case accepts)."""
+    names = [f"se_{kind}_{label}" for label in SE_SHAPES for kind in ("fwd", "fwdbwd")]
+    names += [f"infer_{name}_b{batch}" for name in INFER_MODELS for batch in (1, 16)]
+    names += [f"train_{name}_b16" for name in TRAIN_MODELS]
+    process_cases(1, False, lambda name: names.append(name) and False)  # only asks which cases it has
+    return names
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="excite bench", description=__doc__.split("\n\n")[0])
+    from ..cli import _integer, _Parser
+
+    parser = _Parser(prog="excite bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a subset that runs in under a minute")
     parser.add_argument("--json", metavar="PATH", help="write the rows as JSON to PATH")
-    parser.add_argument("--threads", type=int, default=None, help="threads for every engine (default: all cores)")
-    parser.add_argument("--reps", type=int, default=None, help="timed repetitions per case")
-    parser.add_argument("--case", action="append", help="run only this case (repeatable)")
+    parser.add_argument("--threads", metavar="N", type=_integer(1), default=None,
+                        help="threads for every engine (default: all cores)")
+    parser.add_argument("--reps", metavar="N", type=_integer(1), default=None, help="timed repetitions per case")
+    parser.add_argument("--case", metavar="NAME", action="append", help="run only this case (repeatable)")
     parser.add_argument("--serve-onnxruntime", action="store_true", help=argparse.SUPPRESS)  # the onnxruntime peer
     args = parser.parse_args(argv)
     if args.serve_onnxruntime:
         _serve_onnxruntime(args.threads)
         return 0
+    if args.case:
+        known = _known_cases()
+        unknown = [c for c in args.case if c not in known]
+        if unknown:
+            parser.error(f"argument --case: unknown case {', '.join(map(repr, unknown))}; cases: {', '.join(known)}")
+        if args.quick and not set(args.case) & QUICK_CASES:
+            parser.error("argument --case: none of the cases given is in the --quick subset; drop --quick")
+    if args.json and not os.path.isdir(os.path.dirname(os.path.abspath(args.json))):
+        parser.error(f"argument --json: no such directory: {os.path.dirname(args.json)}")
     rows = run(quick=args.quick, threads=args.threads, reps=args.reps, cases=set(args.case) if args.case else None)
     if args.json:
         with open(args.json, "w") as f:
