@@ -3,7 +3,8 @@
 Each rule is a published recipe scaled to the batch actually used: the learning rate grows linearly with the
 batch for SGD and RMSprop (Goyal et al., 2017) and with its square root for Adam/AdamW (as timm scales
 adaptive optimizers). Fine-tuning starts from weights that already work, so it takes a rate about ten times
-lower and a shorter warm-up, as torchvision's and timm's fine-tuning references do.
+lower and a shorter warm-up, as torchvision's and timm's fine-tuning references do. A frozen backbone is the
+exception: only a new classifier trains, from scratch, so it takes the from-scratch rate (linear probing).
 """
 import dataclasses
 import math
@@ -60,6 +61,8 @@ def choose(config, n_train, finetune):
 
     Returns a ``Choice``; ``reasons`` names every value that was chosen here (not given by the user).
     """
+    if finetune and config.freeze_backbone and config.unfreeze_after is None:
+        finetune = False  # only the new head trains: a from-scratch rate (its warm-up too)
     reasons = []
     batch = config.batch_size
     if batch is None:
