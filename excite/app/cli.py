@@ -144,6 +144,9 @@ def _check_resume_options(args, stored, path):
         value = getattr(args, key)
         if value is None or (key == "epochs" and value > stored.get(key, 0)):  # more epochs extend the run
             continue
+        if key == "epochs" and value < stored.get(key, 0):
+            raise InvalidArgumentError(f"--resume can extend a run, not shorten it: {_shown(path)} was planned for "
+                                       f"{stored[key]} epochs, got --epochs {value}")
         if key == "data":
             value = os.path.abspath(value)
         if value != stored.get(key):
