@@ -347,6 +347,7 @@ def _run_convert(args):
         return 0
     # the weights with their architecture, classes and preprocessing
     state_dict = state_dict if state_dict is not None else extract_state_dict(obj, args.src)
+    state_dict = _in_model_order(state_dict, meta)
     if args.dst.endswith(".safetensors"):
         save(dict(state_dict), args.dst, metadata=to_strings(meta))
     else:
@@ -354,6 +355,18 @@ def _run_convert(args):
     print(f"wrote {args.dst} (the weights of {meta['model']} with its {meta['num_classes']} class names and "
           "preprocessing)")
     return 0
+
+
+def _in_model_order(state_dict, meta):
+    """``state_dict`` in its model's key order (safetensors files keep theirs by dtype and size, not by layer)."""
+    from ..vision.models import get_model
+
+    try:
+        order = list(get_model(meta["model"], num_classes=int(meta["num_classes"])).state_dict())
+    except (ExciteError, TypeError, KeyError, ValueError):
+        return state_dict  # an architecture this version does not build: keep the file's order
+    rank = {key: i for i, key in enumerate(order)}
+    return dict(sorted(state_dict.items(), key=lambda item: rank.get(item[0], len(rank))))
 
 
 def _add_export(sub):
