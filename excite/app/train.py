@@ -329,6 +329,9 @@ class Trainer:
         # called from loader threads; set.add is atomic
         if path not in self.skipped:
             self.skipped.add(path)
+            reason = reason.replace(f"cannot read image {path}: ", "")
+            if reason.startswith("cannot identify image file"):
+                reason = "Pillow cannot identify its format"
             print(f"warning: skipping unreadable image {path} ({reason}); --strict-data stops instead",
                   file=sys.stderr, flush=True)
 
@@ -473,6 +476,9 @@ class Trainer:
                 self.totals["seen"] += n
                 bar.update(n)
                 bar.set_postfix(loss=f"{self.totals['loss'] / self.totals['seen']:.4f}", refresh=False)
+        if self.totals["seen"] == 0 and self.skipped:
+            raise ExciteError(f"no training image of epoch {self.epoch + 1} could be read ({len(self.skipped)} "
+                              f"unreadable, e.g. {sorted(self.skipped)[0]})")
         if len(self.skipped) > skipped_before:
             self.log(f"epoch {self.epoch + 1}: skipped {len(self.skipped)} unreadable image(s) so far: "
                      + ", ".join(sorted(self.skipped)))
