@@ -111,7 +111,7 @@ def test_predict_table_output_and_best_pth_with_run_json(tmp_path):
     from safetensors.numpy import load_file
 
     code, out, err = _main("convert", str(tmp_path / "last.pth"), str(tmp_path / "w.safetensors"))
-    assert code == 0 and "model weights" in out, err
+    assert code == 0 and "the weights of mobilenet_v3_digits" in out, err
     weights, model_state = load_file(tmp_path / "w.safetensors"), ex.load(tmp_path / "last.pth")["model"]
     assert sorted(weights) == sorted(model_state)
     assert all(np.array_equal(weights[k], model_state[k].numpy()) for k in model_state)
