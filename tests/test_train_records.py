@@ -83,6 +83,9 @@ def test_defaults_follow_the_data_size_and_the_optimizer():
     choice = defaults.choose(config, 72, finetune=False)
     assert (choice.batch_size, choice.lr) == (8, pytest.approx(0.05 * 8 / 64))  # linear in the batch
     assert choice.warmup_steps == 9 and len(choice.reasons) == 3
+    # the digits network has a recipe of its own; other models take the general rate
+    general = defaults.choose(TrainConfig(epochs=20, optimizer="sgd", model="efficientnet_b0").resolved(), 72, False)
+    assert general.lr == pytest.approx(0.025 * 8 / 64)
     tuned = defaults.choose(TrainConfig(epochs=20).resolved(), 72, finetune=True)
     assert tuned.lr == pytest.approx(1e-3 * math.sqrt(8 / 64)) and tuned.warmup_steps == 9
     given = defaults.choose(TrainConfig(epochs=2, batch_size=16, lr=0.1, warmup_steps=0).resolved(), 72, False)
