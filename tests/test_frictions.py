@@ -164,3 +164,15 @@ def test_predict_reports_unreadable_images_and_still_predicts_the_rest(tmp_path)
     assert lines[2] == "excite: 2 of 3 images could not be read (listed above)"
     code, _, err = _main("predict", str(tmp_path / "w.pth"), "--model", "mobilenet_v3_digits", str(bad))
     _one_line(code, err, "bad.jpg is not an image")
+
+
+def test_onnx_files_are_refused_where_only_weights_make_sense(tmp_path):
+    pytest.importorskip("onnx")
+    graph = tmp_path / "m.onnx"
+    code, _, err = _main("export", "mobilenet_v3_digits", str(graph))
+    assert code == 0, err
+    code, _, err = _main("info", str(graph))
+    _one_line(code, err, "is an ONNX graph")
+    code, _, err = _main("train", "--weights", str(graph), "--out", str(tmp_path / "run"))
+    _one_line(code, err, "an ONNX graph cannot be trained")
+    assert not (tmp_path / "run").exists()

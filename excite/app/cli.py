@@ -286,6 +286,9 @@ def _run_info(args):
         from .predict import load_inference_model
 
         loaded = load_inference_model(args.source, model=args.model, image_size=args.image_size)
+        if not hasattr(loaded.model, "named_modules"):
+            raise InvalidArgumentError(f"{args.source} is an ONNX graph; excite info reads excite and PyTorch "
+                                       "checkpoints and model names")
         model, name, size = loaded.model, loaded.name, loaded.preprocessing.image_size
     else:
         name, size = args.source, args.image_size or default_input_size(args.source)

@@ -48,6 +48,9 @@ def _from_file(path, model_name):
 
     if not os.path.isfile(path):
         raise InvalidArgumentError(f"--weights {path}: no such file")
+    if path.lower().endswith(".onnx"):
+        raise InvalidArgumentError(f"--weights {path}: an ONNX graph cannot be trained; fine-tune from the .pth or "
+                                   ".safetensors it was exported from")
     loaded = load_inference_model(path, model=model_name)
     p = loaded.preprocessing
     prep = dict(image_size=int(p.image_size), resize_size=p.resize_size, interpolation=p.interpolation,
