@@ -64,7 +64,10 @@ def load_metadata(f):
     with _files.open_source(f) as (stream, where):
         if _files.sniff_format(stream) != _files.SAFETENSORS:
             return {}
-        return read_safetensors_metadata(stream.read(), where)
+        head = stream.read(8)
+        size = int.from_bytes(head, "little") if len(head) == 8 else 0
+        # only the JSON header, never the tensors (the safetensors format caps a header at 100 MB)
+        return read_safetensors_metadata(head + stream.read(min(size, 100 * 2**20)), where)
 
 
 def save(obj, f, *, format=None, metadata=None, _use_new_zipfile_serialization=True):  # noqa: A002
