@@ -24,11 +24,18 @@ def _lazy(name):
 
 def __getattr__(name):
     # heavy subpackages load on first use to keep `import excite` fast
-    if name in ("nn", "vision", "io", "optim", "data", "onnx", "kernels"):
+    if name in ("nn", "vision", "io", "optim", "data", "onnx", "kernels", "graph"):
         return _lazy(name)
     if name in ("load", "save"):
         return getattr(_lazy("io"), name)
     raise AttributeError(f"module 'excite' has no attribute {name!r}")
+
+
+def compile(model, example_input, passes=None):  # noqa: A001  (torch.compile's name)
+    """Compile ``model`` for inference on inputs like ``example_input``: see `excite.graph.executor.compile`."""
+    from .graph.executor import compile as _compile
+
+    return _compile(model, example_input, passes)
 
 
 # torch-style functions for the Tensor methods that torch also exposes at top level

@@ -16,7 +16,7 @@ import excite.vision.models as models
 from excite import nn
 from excite.errors import CheckpointError, InvalidArgumentError, ShapeError
 
-from excite.onnx import OnnxModel, export, load_onnx, register_converter
+from excite.onnx import OnnxModel, export, load_onnx, register_op
 
 # the big networks run at a reduced resolution: excite's forward is the NumPy reference here
 RESOLUTION = {
@@ -209,7 +209,7 @@ def test_identity_model(tmp_path):
 
 def test_layer_argument_errors(tmp_path):
     x = np.zeros((1, 3, 10, 10), np.float32)
-    with pytest.raises(ShapeError, match=r"'1' \(Conv2d\).*\[N, 5, H, W\].*\[1, 4, 8, 8\]"):
+    with pytest.raises(ShapeError, match=r"layer '1' \(Conv2d\).*\[N, 5, H, W\].*\[1, 4, 8, 8\]"):
         export(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Conv2d(5, 2, 1)), x, tmp_path / "m.onnx")
     with pytest.raises(InvalidArgumentError, match="'0'.*does not divide"):
         export(nn.Sequential(nn.AdaptiveAvgPool2d(3)), x, tmp_path / "m.onnx")
@@ -220,7 +220,7 @@ def test_layer_argument_errors(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-# ----- layers the exporter does not know ------------------------------------------------------
+# ----- what the exporter lowers, and what it does not know -------------------------------------
 class Doubler(nn.Module):
     def forward(self, x):
         return x * 2
@@ -231,36 +231,47 @@ class ScaledConv(nn.Conv2d):
         return super().forward(x) * 0.5
 
 
-def test_unknown_layer_is_named(tmp_path):
+class _Cube(ex.autograd.Function):
+    def forward(self, x):
+        return x ** 3
+
+    def backward(self, g):
+        raise NotImplementedError
+
+
+class Cuber(nn.Module):
+    def forward(self, x):
+        return _Cube.apply(x)
+
+
+def test_custom_modules_export_through_the_ops_they_run(tmp_path):
+    """The exporter lowers the captured ops, so a module's own forward (or a subclass's) needs nothing."""
+    x = np.random.default_rng(11).standard_normal((2, 3, 6, 6)).astype(np.float32)
+    for model in (nn.Sequential(nn.Conv2d(3, 4, 3), nn.Sequential(nn.ReLU(), Doubler())),
+                  nn.Sequential(ScaledConv(3, 4, 1)), Doubler()):
+        export(model.eval(), x[:1], tmp_path / "m.onnx")
+        assert relative_error(OnnxModel(tmp_path / "m.onnx")(x), excite_eval(model, x)) < 1e-5
+
+
+def test_an_unknown_function_is_named_with_its_module(tmp_path):
     path = tmp_path / "m.onnx"
     path.write_bytes(b"previous file")
-    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Sequential(nn.ReLU(), Doubler()))
-    with pytest.raises(InvalidArgumentError, match=r"layer '1\.1' \(.*Doubler\).*no converter for Doubler"):
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Sequential(nn.ReLU(), Cuber()))
+    with pytest.raises(InvalidArgumentError, match=r"node '1\.1\._cube' \(in '1\.1'\).*no lowering for the Function _Cube.*"
+                                                   r"register_op\(_Cube\)"):
         export(model, np.zeros((1, 3, 8, 8), np.float32), path)
-    with pytest.raises(InvalidArgumentError, match=r"the model itself \(.*Doubler\)"):
-        export(Doubler(), np.zeros((1, 3, 8, 8), np.float32), path)
     # a failed export leaves an existing file alone and no temporary file behind
     assert path.read_bytes() == b"previous file"
     assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]
 
 
-def test_subclass_that_overrides_forward_is_refused(tmp_path):
-    model = nn.Sequential(ScaledConv(3, 4, 1))
-    with pytest.raises(InvalidArgumentError, match=r"'0' \(.*ScaledConv\).*overrides forward"):
-        export(model, np.zeros((1, 3, 8, 8), np.float32), tmp_path / "m.onnx")
+def test_register_op_for_a_custom_function(tmp_path):
+    @register_op(_Cube)
+    def _cube(ctx, node, args):
+        three = ctx.constant(node.name + ".three", np.float32(3.0))
+        return ctx.node("Pow", [ctx.name(node.inputs[0]), three], node)
 
-
-def test_register_converter_for_a_custom_layer(tmp_path):
-    class Tripler(nn.Module):
-        def forward(self, x):
-            return x * 3
-
-    @register_converter(Tripler)
-    def _tripler(ctx, module, qualname, x):
-        three = ctx.builder.constant(qualname + ".three", np.float32(3.0))
-        return ctx.builder.node("Mul", [x.name, three], x.shape, qualname)
-
-    model = nn.Sequential(nn.Conv2d(3, 2, 1), Tripler()).eval()
+    model = nn.Sequential(nn.Conv2d(3, 2, 1), Cuber()).eval()
     x = np.random.default_rng(9).standard_normal((2, 3, 4, 4)).astype(np.float32)
     export(model, x[:1], tmp_path / "m.onnx")
     assert relative_error(OnnxModel(tmp_path / "m.onnx")(x), excite_eval(model, x)) < 1e-5

@@ -3,6 +3,10 @@ import numpy as np
 
 from .grad_mode import is_grad_enabled
 
+# Set while something watches the engine run (`excite.graph.capture`, feature extraction): called as
+# ``observer.applied(function_class, args, kwargs, result)`` after every Function. None otherwise.
+observer = None
+
 
 class Function:
     """A node of the autograd graph.
@@ -62,6 +66,8 @@ class Function:
             ctx.input_shapes = tuple(shapes)
             result.requires_grad = True
             result.grad_fn = ctx
+        if observer is not None:
+            observer.applied(cls, args, kwargs, result)
         return result
 
     @property

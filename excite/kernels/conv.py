@@ -57,51 +57,109 @@ def conv2d_forward(x, w, bias, stride, padding, dilation, groups, scale=None, sh
     ``scale`` / ``shift`` are per output channel (batch norm's affine map); ``activation`` is a
     registry name (`activations`) or None; ``residual`` has the output's shape.
     """
-    n, c, h, wd = x.shape
-    o, cg, kh, kw = w.shape
-    oh = output_size(h, kh, stride[0], padding[0], dilation[0])
-    ow = output_size(wd, kw, stride[1], padding[1], dilation[1])
-    dtype = common_dtype(x, w)
-    x = x.astype(dtype, copy=False)
-    w = w.astype(dtype, copy=False)
-    kind, later = A.compiled_code(activation)
-    compiled_activation = None if kind == IDENTITY else activation
-    # the bias rides in the epilogue's shift where a compiled kernel has an epilogue
-    if (scale is not None or shift is not None or kind != IDENTITY
-            or (bias is not None and groups == 1 and pointwise.supported(x, w))):
-        scale, shift = _with_bias(scale, shift, bias, o, dtype)
-        bias = None
-    if residual is not None and residual.shape != (n, o, oh, ow):
-        raise ValueError(f"residual must have the output's shape {(n, o, oh, ow)}, got {residual.shape}")
-    epilogue_done = residual_done = False
-    if is_depthwise(c, w.shape, groups):
-        out = _depthwise_forward(x, w, bias, stride, padding, dilation, oh, ow, scale, shift, kind)
-        epilogue_done = True
-    elif groups == 1 and kh == kw == 1 and padding == (0, 0):
-        compiled = pointwise.supported(x, w)
-        rows = None
-        if compiled and residual is not None:
-            rows = nhwc(residual.astype(dtype, copy=False)).reshape(-1, o)
-        out = from_nhwc(_pointwise_forward(x, w, stride, scale, shift, compiled_activation, rows))
-        epilogue_done, residual_done = compiled, rows is not None
-    elif groups == 1 and implicit_dense_applies(x, w):
-        out = from_nhwc(_dense_implicit(x, w, stride, padding, dilation, oh, ow, scale, shift, kind))
-        epilogue_done = True
-    elif groups == 1:
-        out = from_nhwc(_dense_forward(x, w, stride, padding, dilation, oh, ow))
-    else:
-        out = _grouped_forward(x, w, stride, padding, dilation, groups, oh, ow)
-    if scale is not None and not epilogue_done:
-        from .norm import batch_norm_apply
+    plan = Conv2dPlan(x.shape, common_dtype(x, w), is_channels_last(x), w, bias, stride, padding, dilation, groups,
+                      scale, shift, activation)
+    return plan(x, residual=residual)
 
-        out = batch_norm_apply(out, scale, shift, compiled_activation, out=out)
-    elif bias is not None and not epilogue_done:
-        out += bias.astype(dtype, copy=False).reshape(1, -1, 1, 1)
-    if later is not None:
-        A.forward(out, later, out=out)
-    if residual is not None and not residual_done:
-        out += residual
-    return out
+
+class Conv2dPlan:
+    """One convolution and its epilogue prepared for an input shape and layout:
+    ``plan(x, out=None, residual=None)`` returns ``act((conv2d(x, w) + bias) * scale + shift) + residual``.
+
+    The algorithm (depthwise rows, a 1x1 product, the implicit dense product, or the plain
+    fallbacks) and the operands it wants (transposed or tap-major weights, the bias folded into
+    the epilogue's shift, tap offsets) are chosen here once; eager calls make a plan per call, a
+    compiled graph keeps it. ``out`` (channels-last [N, OH, OW, O], C-contiguous) receives the
+    result where a compiled kernel writes it; the return value is always the NCHW-shaped result.
+    """
+
+    def __init__(self, x_shape, dtype, channels_last, w, bias, stride, padding, dilation, groups, scale=None,
+                 shift=None, activation=None):
+        n, c, h, wd = x_shape
+        o, cg, kh, kw = w.shape
+        self.stride, self.padding, self.dilation, self.groups = tuple(stride), tuple(padding), tuple(dilation), groups
+        oh = output_size(h, kh, stride[0], padding[0], dilation[0])
+        ow = output_size(wd, kw, stride[1], padding[1], dilation[1])
+        self.out_shape = (n, o, oh, ow)
+        self.dtype = dtype = np.dtype(dtype)
+        w = w.astype(dtype, copy=False)
+        self.w = w
+        kind, self.later = A.compiled_code(activation)
+        self.kind = kind
+        self.activation = None if kind == IDENTITY else activation
+        compiled = pointwise.supported(np.empty(0, dtype), w)
+        # the bias rides in the epilogue's shift where a compiled kernel has an epilogue
+        if scale is not None or shift is not None or kind != IDENTITY or (bias is not None and groups == 1 and compiled):
+            scale, shift = _with_bias(scale, shift, bias, o, dtype)
+            bias = None
+        self.scale, self.shift = scale, shift
+        self.bias = None if bias is None else bias.astype(dtype, copy=False)
+        if is_depthwise(c, w.shape, groups):
+            self.path = "depthwise"
+            self.taps = _taps_last(w)
+            self.band = -(-oh // -(-DEPTHWISE_TASKS // n))  # several row bands per image when the batch is small
+            empty = _no_bias(dtype)
+            self.kernel_bias = np.zeros(o, dtype) if self.bias is None else np.ascontiguousarray(self.bias)
+            self.kernel_scale = empty if scale is None else scale
+            self.kernel_shift = empty if shift is None else shift
+            self.work_ns = n * oh * ow * o * (kh * kw * 0.1 + 0.5)
+        elif groups == 1 and kh == kw == 1 and padding == (0, 0) and compiled:
+            self.path = "pointwise"
+            self.product = pointwise.Pointwise(n * oh * ow, w, scale, shift, self.activation, dtype)
+        elif groups == 1 and compiled:
+            self.path = "dense"
+            self.b = np.empty((c * kh * kw, o), dtype)
+            np.copyto(self.b, w.reshape(o, -1).T)
+            self.kernel_scale = np.ones(o, dtype) if scale is None else scale
+            self.kernel_shift = np.zeros(o, dtype) if shift is None else shift
+            self.taps = _tap_offsets(x_shape, kh, kw, padding, dilation, channels_last, dtype)
+            self.work_ns = n * oh * ow * o * c * kh * kw * pointwise.NS_PER_MADD
+        else:
+            self.path = "dense_plain" if groups == 1 else "grouped"
+
+    def __call__(self, x, out=None, residual=None):
+        n, o, oh, ow = self.out_shape
+        x = x.astype(self.dtype, copy=False)
+        if residual is not None and residual.shape != self.out_shape:
+            raise ValueError(f"residual must have the output's shape {self.out_shape}, got {residual.shape}")
+        if out is None and self.path in ("depthwise", "pointwise", "dense"):
+            out = buffers.empty((n, oh, ow, o), self.dtype)
+        epilogue_done = residual_done = False
+        if self.path == "depthwise":
+            xc = _depthwise_input(x, o // x.shape[1])
+            depthwise_cl.depthwise_forward_cl(xc, self.taps, self.kernel_bias, self.kernel_scale, self.kernel_shift,
+                                              self.kind, out, *self.stride, *self.padding, *self.dilation,
+                                              self.band, work_ns=self.work_ns)
+            result, epilogue_done = from_nhwc(out), True
+        elif self.path == "pointwise":
+            xc = _strided_pixels(x, self.stride)
+            rows = None if residual is None else nhwc(residual.astype(self.dtype, copy=False)).reshape(-1, o)
+            self.product(xc.reshape(-1, xc.shape[3]), out.reshape(-1, o), rows)
+            result, epilogue_done, residual_done = from_nhwc(out), True, residual is not None
+        elif self.path == "dense":
+            xp, (sn, sh, sw) = _zero_padded_input(x, self.padding)
+            pointwise.gemm.conv_dense(xp, self.taps, self.b, out, self.kernel_scale, self.kernel_shift, self.kind,
+                                      sn, self.stride[0] * sh, self.stride[1] * sw, work_ns=self.work_ns)
+            result, epilogue_done = from_nhwc(out), True
+        elif self.path == "dense_plain":
+            result = from_nhwc(_dense_forward(x, self.w, self.stride, self.padding, self.dilation, oh, ow))
+        else:
+            result = _grouped_forward(x, self.w, self.stride, self.padding, self.dilation, self.groups, oh, ow)
+        if not epilogue_done:
+            if self.scale is not None:
+                from .norm import batch_norm_apply
+
+                result = batch_norm_apply(result, self.scale, self.shift, self.activation, out=result)
+            elif self.bias is not None:
+                result += self.bias.reshape(1, -1, 1, 1)
+        if self.later is not None:
+            A.forward(result, self.later, out=result)
+        if residual is not None and not residual_done:
+            result += residual
+        if out is not None and not epilogue_done and result.base is not out:
+            out[...] = nhwc(result)
+            result = from_nhwc(out)
+        return result
 
 
 def _with_bias(scale, shift, bias, channels, dtype):
@@ -224,19 +282,6 @@ def _strided_pixels(x, stride):
     return xc
 
 
-def _pointwise_forward(x, w, stride, scale=None, shift=None, activation=None, residual=None):
-    """[N, OH, OW, O] = act(conv * scale + shift) + residual rows of a 1x1 convolution (the epilogue
-    only where the compiled product runs: callers pass it only when `pointwise.supported`)."""
-    xc = _strided_pixels(x, stride)
-    n, oh, ow, c = xc.shape
-    rows = xc.reshape(-1, c)
-    if pointwise.supported(rows, w):
-        out = pointwise.pointwise(rows, w, scale, shift, activation, residual)
-    else:
-        out = matmul(rows, w.reshape(w.shape[0], c).T)
-    return out.reshape(n, oh, ow, w.shape[0])
-
-
 def _pointwise_backward_input(grad, x_shape, w, stride):
     n, c, h, wd = x_shape
     o = w.shape[0]
@@ -286,10 +331,8 @@ def _dense_weight_matrix(w):
 
 
 def _dense_forward(x, w, stride, padding, dilation, oh, ow):
-    """[N, OH, OW, O]: the compiled implicit product for float32 / float64, else im2col + BLAS."""
+    """[N, OH, OW, O] with im2col + BLAS (dtypes the compiled implicit product does not cover)."""
     o, c, kh, kw = w.shape
-    if implicit_dense_applies(x, w):
-        return _dense_implicit(x, w, stride, padding, dilation, oh, ow, None, None, IDENTITY)
     if not is_channels_last(x):
         return _dense_forward_planar(x, w, stride, padding, dilation, oh, ow)
     xp = _padded_nhwc(x, padding)
@@ -317,37 +360,38 @@ def implicit_dense_applies(x, w):
     return pointwise.supported(x, w)
 
 
-def _padded_taps(x, w_shape, padding, dilation):
-    """(flat zero-padded copy of x in its own layout (channels-last, or NCHW for the stem), element
-    offsets of one image / row / column in it, and each tap's offset in (c, i, j) order)."""
-    c = x.shape[1]
-    kh, kw = w_shape[2:]
+def _zero_padded_input(x, padding):
+    """(flat zero-padded copy of x in its own layout — channels-last, or NCHW for the stem — and the
+    element offsets of one image / row / column in it)."""
     ph, pw = padding
     if is_channels_last(x):
         xp = _zero_padded(nhwc(x), ((0, 0), (ph, ph), (pw, pw), (0, 0)))
-        sn, sh, sw, sc = (v // x.itemsize for v in xp.strides)
+        sn, sh, sw, _ = (v // x.itemsize for v in xp.strides)
     else:
         xp = _zero_padded(np.ascontiguousarray(x), ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-        sn, sc, sh, sw = (v // x.itemsize for v in xp.strides)
+        sn, _, sh, sw = (v // x.itemsize for v in xp.strides)
+    return xp.reshape(-1), (sn, sh, sw)
+
+
+def _tap_offsets(x_shape, kh, kw, padding, dilation, channels_last, dtype):
+    """Each tap's element offset, in (c, i, j) order, in `_zero_padded_input`'s copy of an input of
+    ``x_shape`` (NCHW) in that layout."""
+    n, c, h, w = x_shape
+    hp, wp = h + 2 * padding[0], w + 2 * padding[1]
+    if channels_last:
+        sc, sh, sw = 1, wp * c, c
+    else:
+        sc, sh, sw = hp * wp, wp, 1
     taps = (np.arange(c)[:, None, None] * sc + np.arange(kh)[None, :, None] * (dilation[0] * sh)
             + np.arange(kw)[None, None, :] * (dilation[1] * sw))
-    return xp.reshape(-1), (sn, sh, sw), taps.reshape(-1).astype(np.int64)
+    return taps.reshape(-1).astype(np.int64)
 
 
-def _dense_implicit(x, w, stride, padding, dilation, oh, ow, scale, shift, kind):
-    """The compiled implicit matrix product: no im2col copy, the taps gathered from a zero-padded
-    copy of the input."""
-    n, c = x.shape[:2]
-    o, _, kh, kw = w.shape
-    xp, (sn, sh, sw), taps = _padded_taps(x, w.shape, padding, dilation)
-    b = np.empty((c * kh * kw, o), x.dtype)
-    np.copyto(b, w.reshape(o, -1).T)
-    out = buffers.empty((n, oh, ow, o), x.dtype)
-    scale = np.ones(o, x.dtype) if scale is None else np.ascontiguousarray(scale, dtype=x.dtype)
-    shift = np.zeros(o, x.dtype) if shift is None else np.ascontiguousarray(shift, dtype=x.dtype)
-    pointwise.gemm.conv_dense(xp, taps, b, out, scale, shift, kind, sn, stride[0] * sh, stride[1] * sw,
-                              work_ns=out.size * c * kh * kw * pointwise.NS_PER_MADD)
-    return out
+def _padded_taps(x, w_shape, padding, dilation):
+    """(`_zero_padded_input`'s copy and offsets, and each tap's offset in it)."""
+    xp, strides = _zero_padded_input(x, padding)
+    taps = _tap_offsets(x.shape, w_shape[2], w_shape[3], padding, dilation, is_channels_last(x), x.dtype)
+    return xp, strides, taps
 
 
 def _dense_implicit_backward_weight(grad, x, w_shape, stride, padding, dilation):

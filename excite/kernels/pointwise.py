@@ -47,44 +47,68 @@ def pointwise(a, w, scale=None, shift=None, activation=None, residual=None, out=
     ``a`` [M, C] and ``residual`` [M, O] are C-contiguous; ``scale`` / ``shift`` are per output
     channel (None: 1 and 0); ``activation`` is a registry name (`activations`) or None.
     """
-    kind, later = A.compiled_code(activation)
-    if later is not None:  # an activation registered at run time: applied after the compiled product
-        out = pointwise(a, w, scale, shift, None, None, out)
-        A.forward(out, later, out=out)
-        if residual is not None:
-            out += residual
+    plan = Pointwise(a.shape[0], w, scale, shift, activation, a.dtype)
+    return plan(a, buffers.empty((a.shape[0], plan.n), a.dtype) if out is None else out, residual)
+
+
+class Pointwise:
+    """One 1x1 product for ``m`` rows, prepared once: ``plan(a, out, residual=None)`` writes
+    ``act((a @ w.T) * scale + shift) + residual`` into ``out`` [M, O].
+
+    The micro-kernel (broadcast or dot), its operand layout (the transposed weight for the broadcast
+    kernel) and the split into tasks are chosen here, for this shape; a compiled graph keeps the
+    plan and calls it every run.
+    """
+
+    def __init__(self, m, w, scale=None, shift=None, activation=None, dtype=None):
+        dtype = np.dtype(w.dtype if dtype is None else dtype)
+        w = _weight_matrix(w).astype(dtype, copy=False)
+        n, k = w.shape
+        self.m, self.k, self.n = m, k, n
+        self.kind, self.later = A.compiled_code(activation)
+        self.scale = np.ones(n, dtype) if scale is None else np.ascontiguousarray(scale, dtype=dtype)
+        self.shift = np.zeros(n, dtype) if shift is None else np.ascontiguousarray(shift, dtype=dtype)
+        self.no_residual = np.empty((0, 0), dtype)
+        self.work_ns = m * k * n * NS_PER_MADD
+        tasks = _task_count()
+        if _broadcast_is_faster(m, k, n):
+            b = np.empty((k, n), dtype)
+            np.copyto(b, w.T)  # NumPy's blocked copy: as fast as a compiled transpose at these sizes
+            self.operand = b
+            self.blocks = _broadcast_blocks(m, n, dtype)
+            self.kernel = gemm.matmul_broadcast
+        else:
+            self.operand = w
+            self.blocks = (m, -(-(-(-n // tasks)) // gemm.DOT) * gemm.DOT)
+            self.kernel = gemm.matmul_dot
+
+    def __call__(self, a, out, residual=None):
+        if self.later is not None:  # an activation registered at run time: applied after the compiled product
+            self.kernel(a, self.operand, out, self.scale, self.shift, self.no_residual, self.kind, *self.blocks,
+                        work_ns=self.work_ns)
+            A.forward(out, self.later, out=out)
+            if residual is not None:
+                out += residual
+            return out
+        self.kernel(a, self.operand, out, self.scale, self.shift, self.no_residual if residual is None else residual,
+                    self.kind, *self.blocks, work_ns=self.work_ns)
         return out
-    m, k = a.shape
-    w = _weight_matrix(w)
-    n = w.shape[0]
-    dtype = a.dtype
-    scale = np.ones(n, dtype) if scale is None else np.ascontiguousarray(scale, dtype=dtype)
-    shift = np.zeros(n, dtype) if shift is None else np.ascontiguousarray(shift, dtype=dtype)
-    residual = np.empty((0, 0), dtype) if residual is None else residual
-    if out is None:
-        out = buffers.empty((m, n), dtype)
-    if _broadcast_is_faster(m, k, n):
-        b = np.empty((k, n), dtype)
-        np.copyto(b, w.T)  # NumPy's blocked copy: as fast as a compiled transpose at these sizes
-        return _broadcast(a, b, scale, shift, kind, residual, out)
+
+
+def _broadcast_blocks(m, n, dtype):
+    """(row block, panel group) of the broadcast kernel: one task per thread, by rows when there are many."""
     tasks = _task_count()
-    col_group = -(-(-(-n // tasks)) // gemm.DOT) * gemm.DOT
-    gemm.matmul_dot(a, w, out, scale, shift, residual, kind, m, col_group, work_ns=m * k * n * NS_PER_MADD)
-    return out
+    panels = -(-n // gemm.panel_width(dtype))
+    if m >= ROW_TASKS_MIN_ROWS or panels < tasks:
+        return -(-(-(-m // tasks)) // gemm.MR) * gemm.MR, panels
+    return m, -(-panels // tasks)
 
 
 def _broadcast(a, b, scale, shift, kind, residual, out):
     """The broadcast kernel on ``a`` [M, K] and ``b`` [K, N], split into one task per thread."""
     m, k = a.shape
     n = b.shape[1]
-    tasks = _task_count()
-    panels = -(-n // gemm.panel_width(a.dtype))
-    if m >= ROW_TASKS_MIN_ROWS or panels < tasks:
-        row_block = -(-(-(-m // tasks)) // gemm.MR) * gemm.MR
-        panel_group = panels
-    else:
-        row_block, panel_group = m, -(-panels // tasks)
-    gemm.matmul_broadcast(a, b, out, scale, shift, residual, kind, row_block, panel_group,
+    gemm.matmul_broadcast(a, b, out, scale, shift, residual, kind, *_broadcast_blocks(m, n, a.dtype),
                           work_ns=m * k * n * NS_PER_MADD)
     return out
 

@@ -55,9 +55,34 @@ def se_inference(x, w1, b1, w2, b2, activation="relu", scale_activation="sigmoid
     if (layout is None or not (w1.dtype == w2.dtype == x.dtype)
             or not (activations.compiled(activation) and activations.compiled(scale_activation))):
         return se_forward(x, w1, b1, w2, b2, activation, scale_activation)[0]
-    hidden = pointwise.pointwise(_pooled(x, layout), w1, None, b1, activation)
-    gate = pointwise.pointwise(hidden, w2, None, b2, scale_activation)
-    return _gated(x, gate, layout)
+    return SqueezeExcitationPlan(x.shape[0], x.dtype, layout, w1, b1, w2, b2, activation, scale_activation)(x)
+
+
+class SqueezeExcitationPlan:
+    """The SE block's inference for a batch size and layout ('channels_last' or 'planes'), prepared once:
+    ``plan(x, out=None)`` pools x's channels, runs both layers as compiled products (bias and
+    activation in their epilogues) and writes ``x * gate`` into ``out`` (x's layout)."""
+
+    def __init__(self, batch, dtype, layout, w1, b1, w2, b2, activation, scale_activation):
+        self.layout = layout
+        self.fc1 = pointwise.Pointwise(batch, w1, None, b1, activation, dtype)
+        self.fc2 = pointwise.Pointwise(batch, w2, None, b2, scale_activation, dtype)
+        self.means = channel_reduce.channel_means if layout == "channels_last" else channel_reduce.plane_means
+        self.gate = channel_reduce.gate_forward if layout == "channels_last" else channel_reduce.plane_gate
+
+    def __call__(self, x, out=None):
+        n, c = x.shape[:2]
+        dtype = x.dtype
+        if out is None:
+            out = _empty_like(x, self.layout)
+        (xv,) = _views(self.layout, x)
+        pooled = np.empty((n, c), dtype)
+        self.means(xv, pooled, work_ns=x.size * 0.3)
+        hidden = self.fc1(pooled, np.empty((n, self.fc1.n), dtype))
+        gate = self.fc2(hidden, np.empty((n, c), dtype))
+        (ov,) = _views(self.layout, out)
+        self.gate(xv, gate, ov, work_ns=x.size * 0.3)
+        return out
 
 
 def _pooled(x, layout):

@@ -4,12 +4,15 @@ from itertools import repeat
 
 import numpy as np
 
+from ..autograd import function as _function
+from ..autograd import functions as fn
 from ..errors import InvalidArgumentError
+from ..kernels.conv import output_size
 from ..random import generator
-from .activation import ReLU
+from ._utils import pair
+from .activation import ReLU, module_record
 from .container import Sequential
 from .conv import Conv2d
-from .fused import conv_norm_activation
 from .module import Module
 from .norm import BatchNorm2d
 
@@ -104,8 +107,43 @@ class ConvNormActivation(Sequential):
         self.out_channels = out_channels
 
     def forward(self, input):
-        out = conv_norm_activation(self, input)  # eval-mode inference: one fused kernel
-        return super().forward(input) if out is None else out
+        layers = self._conv_norm_activation(input)
+        if layers is None:
+            return super().forward(input)
+        conv, norm, activation = layers
+        running_mean, running_var, weight, bias, training, momentum, eps = norm.batch_norm_arguments()
+        return fn.ConvNormActivation.apply(input, conv.weight, conv.bias, running_mean, running_var, weight, bias,
+                                           pair(conv.stride), pair(conv.padding), pair(conv.dilation), conv.groups,
+                                           training, momentum, eps, activation)
+
+    def _conv_norm_activation(self, input):
+        """(conv, norm, activation name) when this block is its usual Conv2d -> BatchNorm2d -> activation
+        (an `ActivationModule`, or none) and the input fits the convolution; then it runs as one fused
+        op (`autograd.functions.ConvNormActivation`). Else None: the layers run one by one, as a
+        Sequential — also when one has hooks, which must see its own input and output."""
+        if _function.observer is not None and _function.observer.plain():
+            return None  # a graph capture records the layers themselves
+        layers = tuple(self._modules.values())
+        if len(layers) not in (2, 3) or type(layers[0]) is not Conv2d or type(layers[1]) is not BatchNorm2d:
+            return None
+        conv, norm = layers[0], layers[1]
+        record = module_record(layers[2]) if len(layers) == 3 else None
+        if len(layers) == 3 and record is None:
+            return None
+        if any(m._forward_hooks or m._forward_pre_hooks for m in layers) or isinstance(conv.padding, str):
+            return None
+        if (not hasattr(input, "ndim") or input.ndim != 4 or input.shape[1] != conv.in_channels
+                or input.dtype.kind != "f" or input.dtype != conv.weight.dtype):
+            return None  # the plain path raises the layer's own error
+        if norm.training and input.shape[0] * _output_pixels(conv, input) <= 1:
+            return None  # batch norm's own error for one value per channel
+        return conv, norm, None if record is None else record.name
+
+
+def _output_pixels(conv, input):
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = (pair(v) for v in (conv.kernel_size, conv.stride, conv.padding,
+                                                                 conv.dilation))
+    return output_size(input.shape[2], kh, sh, ph, dh) * output_size(input.shape[3], kw, sw, pw, dw)
 
 
 class Conv2dNormActivation(ConvNormActivation):

@@ -5,6 +5,7 @@ from collections import OrderedDict, namedtuple
 
 import numpy as np
 
+from ..autograd import function as _function
 from ..errors import ExciteError, InvalidArgumentError
 from ..tensor import Tensor, as_dtype
 from .parameter import Buffer, Parameter
@@ -91,8 +92,14 @@ class Module:
         raise NotImplementedError(f'Module [{type(self).__name__}] is missing the required "forward" function')
 
     def __call__(self, *args, **kwargs):
+        if _function.observer is not None:  # a capture or feature extraction is watching
+            return _function.observer.call_module(self, args, kwargs)
         if not (self._forward_pre_hooks or self._forward_hooks):
             return self.forward(*args, **kwargs)
+        return self._call_impl(*args, **kwargs)
+
+    def _call_impl(self, *args, **kwargs):
+        """Forward with the pre- and post-hooks around it."""
         for hook in list(self._forward_pre_hooks.values()):
             result = hook(self, args)
             if result is not None:

@@ -1,4 +1,4 @@
-"""`export`: write an excite model as an ONNX graph, built from its module structure."""
+"""`export`: write an excite model as an ONNX graph, lowered from its captured graph (`excite.graph`)."""
 import os
 import tempfile
 
@@ -7,7 +7,6 @@ import numpy as np
 from ..errors import InvalidArgumentError, shape_str
 from ..tensor import Tensor
 from ._graph import GraphBuilder, Value, import_onnx, is_protobuf_too_large
-from ._registry import ExportContext
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -19,28 +18,32 @@ def export(model, example_input, path, opset=17, dynamic_batch=True, fold_batchn
 
     The graph computes the model's inference (eval-mode) forward whatever ``model.training``
     says, like ``torch.onnx.export``'s default: BatchNorm uses its running statistics and
-    Dropout / StochasticDepth disappear. The model is read, never run nor modified, so export
-    is fast and leaves its mode, parameters and buffers untouched.
+    Dropout / StochasticDepth disappear. The model runs once on ``example_input`` in eval mode
+    (`excite.graph.capture`), and its mode, parameters and buffers are left as they were.
 
     The graph has one float32 input named ``'input'`` of the shape of ``example_input`` (its
     first dim named ``'batch'`` and free when ``dynamic_batch``) and one output named
     ``'logits'``. Weights are stored in float32 as initializers named by their state_dict keys
     (``features.0.0.weight``, ``features.0.1.running_mean``, ...). With ``fold_batchnorm=True``
-    each Conv2d directly followed by a BatchNorm2d in a Sequential becomes a single Conv whose
-    initializers are named ``<conv>.weight_bn_folded`` / ``<conv>.bias_bn_folded``; by default
-    BatchNormalization nodes are kept, since onnxruntime folds them itself when it loads a graph.
+    each convolution whose output only a BatchNorm reads becomes a single Conv whose
+    initializers are named ``<conv>.weight_bn_folded`` / ``<conv>.bias_bn_folded``
+    (`excite.graph.passes.fold_batch_norm`); by default BatchNormalization nodes are kept, since
+    onnxruntime folds them itself when it loads a graph.
 
-    The model is exported layer by layer from a registry of converters (see
-    ``excite.onnx.register_converter``); a layer without one raises ``InvalidArgumentError``
-    naming it. The file passes ``onnx.checker.check_model`` and is written atomically.
+    Every op of the captured graph is lowered to ONNX nodes named by the module path it came from;
+    a Function the exporter does not know raises ``InvalidArgumentError`` naming the node (give it a
+    lowering with ``excite.onnx.register_op``). The file passes ``onnx.checker.check_model`` and is
+    written atomically.
 
     ``metadata`` (a dict of str -> str, e.g. class names and preprocessing) fills the model's
     ``metadata_props``, which onnxruntime reads back as ``session.get_modelmeta().custom_metadata_map``.
     """
     onnx = import_onnx()
-    from . import _blocks, _layers  # noqa: F401  (importing them registers the converters)
     from .. import __version__
+    from ..graph import capture
+    from ..graph.passes import eliminate_dead_code, fold_batch_norm
     from ..nn import Module
+    from ._lower import LoweringContext
 
     if not isinstance(model, Module):
         raise InvalidArgumentError(f"export: model must be an excite.nn.Module, got {type(model).__name__}")
@@ -55,11 +58,21 @@ def export(model, example_input, path, opset=17, dynamic_batch=True, fold_batchn
         raise InvalidArgumentError(f"export: example_input must be a floating-point tensor such as [1, 3, H, W], "
                                    f"got dtype {example.dtype} and shape {shape_str(example.shape)}")
 
+    graph = capture(model, example.astype(np.float32, copy=False))
+    if fold_batchnorm:
+        fold_batch_norm(graph)
+    eliminate_dead_code(graph)
+    if len(graph.outputs) != 1:
+        raise InvalidArgumentError(f"export: the model returns {len(graph.outputs)} tensors; the ONNX graph has "
+                                   f"one output, '{OUTPUT_NAME}'")
     builder = GraphBuilder(np.float32)
     builder.unique(INPUT_NAME)
     builder.unique(OUTPUT_NAME)
     source = Value(INPUT_NAME, tuple(int(s) for s in example.shape))
-    result = ExportContext(builder, bool(fold_batchnorm), bool(dynamic_batch)).call(model, "", source)
+    context = LoweringContext(builder, {graph.inputs[0]: INPUT_NAME}, bool(dynamic_batch), int(opset))
+    for node in graph.nodes:
+        context.lower(node)
+    result = Value(context.name(graph.outputs[0]), graph.outputs[0].shape)
     if builder.produced(result.name):
         builder.rename_value(result.name, OUTPUT_NAME)
     else:  # the whole model is the identity

@@ -20,6 +20,10 @@ class Reshape(Function):
         return (g.reshape(self.src),)
 
 
+class Flatten(Reshape):
+    """`Reshape` as ``flatten`` produces it (graph captures name it after torch's function)."""
+
+
 class Expand(Function):
     def forward(self, a, shape):
         self.src = a.shape
@@ -117,7 +121,7 @@ def flatten(t, start_dim=0, end_dim=-1):
     if s > e:
         raise InvalidArgumentError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim}")
     shape = t.shape[:s] + (int(np.prod(t.shape[s:e + 1])),) + t.shape[e + 1:]
-    return reshape(t, shape)
+    return Flatten.apply(t, shape=tuple(int(v) for v in shape))
 
 
 def squeeze(t, dim=None):

@@ -9,7 +9,6 @@ from typing import Callable
 from ... import nn
 from ...errors import InvalidArgumentError
 from ...nn import Conv2dNormActivation, SqueezeExcitation, StochasticDepth
-from ...nn.fused import residual_block
 from ._utils import _NORM_LAYERS, _load_weights, _make_divisible, _resolve_weights
 
 __all__ = [
@@ -100,10 +99,6 @@ class MBConv(nn.Module):
         self.out_channels = cnf.out_channels
 
     def forward(self, input):
-        if self.use_res_connect:
-            fused = residual_block(self.block, input, self.stochastic_depth)  # inference: one fused add
-            if fused is not None:
-                return fused
         result = self.block(input)
         if self.use_res_connect:
             result = self.stochastic_depth(result)
@@ -142,10 +137,6 @@ class FusedMBConv(nn.Module):
         self.out_channels = cnf.out_channels
 
     def forward(self, input):
-        if self.use_res_connect:
-            fused = residual_block(self.block, input, self.stochastic_depth)  # inference: one fused add
-            if fused is not None:
-                return fused
         result = self.block(input)
         if self.use_res_connect:
             result = self.stochastic_depth(result)

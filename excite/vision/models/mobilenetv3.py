@@ -5,7 +5,6 @@ from functools import partial
 from ... import nn
 from ...errors import InvalidArgumentError
 from ...nn import Conv2dNormActivation, SqueezeExcitation as SElayer
-from ...nn.fused import residual_block
 from ._utils import _NORM_LAYERS, _load_weights, _make_divisible, _resolve_weights
 
 __all__ = ["MobileNetV3", "InvertedResidual", "InvertedResidualConfig", "mobilenet_v3_large", "mobilenet_v3_small",
@@ -66,10 +65,6 @@ class InvertedResidual(nn.Module):
         self._is_cn = cnf.stride > 1
 
     def forward(self, input):
-        if self.use_res_connect:
-            fused = residual_block(self.block, input)  # inference: the add fused into the projection
-            if fused is not None:
-                return fused
         result = self.block(input)
         if self.use_res_connect:
             result = result + input
