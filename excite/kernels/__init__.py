@@ -12,7 +12,8 @@ for the arrays in hand and calls the compiled kernels in `compiled/` (numba; loa
   ``se``: the Squeeze-and-Excitation block forward and backward; ``pooling``.
 - ``layout``: NCHW shapes in channels-last memory; ``buffers``: a pool of reused large outputs;
   ``blas``: matrix products on excite's threads; ``threads``: lazy compilation, thread count and
-  the size below which NumPy is cheaper than a compiled launch.
+  the size below which NumPy is cheaper than a compiled launch; ``bounds``: the bounds-checked
+  build of the compiled kernels (EXCITE_KERNEL_BOUNDSCHECK=1).
 
 `compiled/` holds the numba code: ``simd`` (LLVM IR vector helpers), ``gemm`` (matrix-product
 micro-kernels), ``depthwise_cl`` (depthwise row kernels), ``batchnorm`` and ``channel_reduce``

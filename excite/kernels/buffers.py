@@ -8,6 +8,10 @@ any more: every array made from a block (views, reshapes, transposes) holds a re
 so a block whose reference count is back to the pool's own is free. Networks allocate the same
 shapes pass after pass, so exact sizes match. The pool holds at most LIMIT_BYTES; beyond that,
 free blocks are dropped oldest first, and a size that still does not fit is not pooled.
+
+``EXCITE_BUFFER_POISON=1`` (a debugging switch, also used by the tests) fills every float array
+handed out here with NaN, pooled or not: a kernel that reads an output element before writing it
+then yields NaN instead of whatever an earlier call left in the block.
 """
 import os
 import sys
@@ -20,6 +24,7 @@ PAGE = 1 << 12
 _lock = threading.Lock()
 _blocks = {}  # size in bytes -> list of uint8 arrays (oldest first)
 _total = 0
+POISON = os.environ.get("EXCITE_BUFFER_POISON", "").strip() == "1"
 
 
 def _limit():
@@ -77,7 +82,17 @@ def _drop_free(needed=None):
 
 
 def empty(shape, dtype):
-    """An uninitialised C-contiguous array, from a reused block when it is large."""
+    """An uninitialised C-contiguous array, from a reused block when it is large (NaN under `POISON`)."""
+    return _poisoned(_empty(shape, dtype))
+
+
+def _poisoned(out):
+    if POISON and out.dtype.kind == "f":
+        out.fill(np.nan)
+    return out
+
+
+def _empty(shape, dtype):
     global _total
     dtype = np.dtype(dtype)
     nbytes = dtype.itemsize
@@ -117,7 +132,7 @@ def empty_like(a, dtype=None):
     if a.ndim == 4 and a.transpose(0, 2, 3, 1).flags.c_contiguous:
         n, c, h, w = a.shape
         return empty((n, h, w, c), dtype).transpose(0, 3, 1, 2)
-    return np.empty_like(a, dtype=dtype)  # any other layout, kept as NumPy keeps it
+    return _poisoned(np.empty_like(a, dtype=dtype))  # any other layout, kept as NumPy keeps it
 
 
 def pooled_bytes():

@@ -16,6 +16,8 @@ import os
 import threading
 import types
 
+from . import bounds
+
 _ENV = "EXCITE_NUM_THREADS"
 _CONTROL_ENV = "EXCITE_THREAD_CONTROL"
 _lock = threading.Lock()  # guards configuration, and parallel launches on the workqueue layer
@@ -169,11 +171,11 @@ class Kernel:
         self._serial = None
 
     def _compile(self, parallel):
-        numba = configured().numba
+        configured()
         if parallel:
-            self._parallel = numba.njit(cache=True, parallel=True, nogil=True, error_model="numpy")(self.func)
+            self._parallel = _jit(self.func, parallel=True)
             return self._parallel
-        self._serial = numba.njit(cache=True, nogil=True, error_model="numpy")(_renamed(self.func, "_serial"))
+        self._serial = _jit(_renamed(self.func, "_serial"))
         return self._serial
 
     def serial(self, *args):
@@ -217,6 +219,16 @@ class LazyModule:
         return value
 
 
+def _jit(func, **options):
+    """``numba.njit(func)`` with the options every kernel and helper shares (checked under
+    EXCITE_KERNEL_BOUNDSCHECK=1, see `bounds`)."""
+    import numba
+
+    if bounds.enabled():
+        func = _renamed(func, bounds.SUFFIX)
+    return numba.njit(**bounds.jit_options(dict(dict(cache=True, nogil=True, error_model="numpy"), **options)))(func)
+
+
 def kernel(func):
     """Decorator: ``func`` (written with ``numba.prange``) becomes a lazily compiled `Kernel`."""
     return Kernel(func)
@@ -224,9 +236,7 @@ def kernel(func):
 
 def helper(func):
     """Decorator for small njit functions that kernels call (LLVM usually inlines them)."""
-    import numba
-
-    return numba.njit(cache=True, nogil=True, error_model="numpy")(func)
+    return _jit(func)
 
 
 def inline_helper(func, cache=True):
@@ -234,6 +244,4 @@ def inline_helper(func, cache=True):
 
     ``cache=False`` for generated functions (no source file): only the kernels they are inlined
     into are cached."""
-    import numba
-
-    return numba.njit(cache=cache, nogil=True, error_model="numpy", inline="always")(func)
+    return _jit(func, cache=cache, inline="always")

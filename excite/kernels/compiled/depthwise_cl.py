@@ -46,10 +46,10 @@ def _row_intrinsic(kh, kw, stride):
 
     def codegen(context, builder, signature, args):
         v = Vectors(context, builder, signature.args[0].dtype)
-        x = data_pointer(context, builder, signature.args[0], args[0])
-        w = data_pointer(context, builder, signature.args[5], args[5])
-        bias = data_pointer(context, builder, signature.args[7], args[7])
-        out = data_pointer(context, builder, signature.args[8], args[8])
+        x = data_pointer(context, builder, signature.args[0], args[0], "x")
+        w = data_pointer(context, builder, signature.args[5], args[5], "w")
+        bias = data_pointer(context, builder, signature.args[7], args[7], "bias")
+        out = data_pointer(context, builder, signature.args[8], args[8], "out")
         x_off, ld, dh, ch, w_off, o_off, pixels, count, row_bits, col_bits = as_i64(
             builder, args[1:5] + args[6:7] + args[9:14])
         mask = v.lanes_below(count)

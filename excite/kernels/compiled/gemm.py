@@ -52,11 +52,11 @@ def _broadcast_tile_intrinsic(variant):
 
     def codegen(context, builder, signature, args):
         v = Vectors(context, builder, signature.args[0].dtype)
-        a_data = data_pointer(context, builder, signature.args[0], args[0])
-        b_data = data_pointer(context, builder, signature.args[3], args[3])
-        c_data = data_pointer(context, builder, signature.args[7], args[7])
+        a_data = data_pointer(context, builder, signature.args[0], args[0], "a")
+        b_data = data_pointer(context, builder, signature.args[3], args[3], "b")
+        c_data = data_pointer(context, builder, signature.args[7], args[7], "c")
         a_off, lda, b_off, ldb, count, c_off, ldc, rows, width = as_i64(builder, args[1:3] + args[4:7] + args[8:12])
-        koff_data = data_pointer(context, builder, signature.args[12], args[12]) if gathered else None
+        koff_data = data_pointer(context, builder, signature.args[12], args[12], "koff") if gathered else None
         ak = as_i64(builder, [args[12]])[0] if columns else None
         last = builder.sub(rows, v.const(1))
         a_rows = []
@@ -77,12 +77,12 @@ def _broadcast_tile_intrinsic(variant):
                 b_vecs = [v.load_first(b_row, j * v.lanes, masks[j]) if masked else v.load(b_row, j * v.lanes)
                           for j in range(2)]
                 if gathered:
-                    offset = as_i64(builder, [builder.load(v.at(koff_data, kk))])[0]
+                    offset = as_i64(builder, [v.load_scalar(koff_data, kk)])[0]
                 else:
                     offset = builder.mul(kk, ak) if columns else kk
                 out = []
                 for i in range(MR):
-                    a_val = v.splat(builder.load(v.at(a_rows[i], offset)))
+                    a_val = v.splat(v.load_scalar(a_rows[i], offset))
                     out += [v.fma(a_val, b_vecs[j], accs[2 * i + j]) for j in range(2)]
                 return out
 
@@ -148,9 +148,9 @@ def _dot_tile_intrinsic(rows, cols):
 
         def codegen(context, builder, signature, args):
             v = Vectors(context, builder, signature.args[0].dtype)
-            a_data = data_pointer(context, builder, signature.args[0], args[0])
-            w_data = data_pointer(context, builder, signature.args[3], args[3])
-            c_data = data_pointer(context, builder, signature.args[7], args[7])
+            a_data = data_pointer(context, builder, signature.args[0], args[0], "a")
+            w_data = data_pointer(context, builder, signature.args[3], args[3], "w")
+            c_data = data_pointer(context, builder, signature.args[7], args[7], "c")
             a_off, lda, w_off, ldw, count, c_off, ldc = as_i64(builder, args[1:3] + args[4:7] + args[8:10])
             a_rows = [v.at(a_data, builder.add(a_off, builder.mul(v.const(i), lda))) for i in range(rows)]
             w_rows = [v.at(w_data, builder.add(w_off, builder.mul(v.const(j), ldw))) for j in range(cols)]
@@ -175,11 +175,9 @@ def _dot_tile_intrinsic(rows, cols):
             for lo, hi in levels:
                 accs = [builder.fadd(v.shuffle(x, y, lo), v.shuffle(x, y, hi)) for x, y in zip(accs[0::2], accs[1::2])]
             second = accs[1] if len(accs) == 2 else ir.Constant(v.vec, ir.Undefined)
-            row_type = ir.VectorType(v.elem, cols)
             for i in range(rows):
                 row = v.shuffle(accs[0], second, [order.index(i * cols + j) for j in range(cols)])
-                ptr = v.at(c_data, builder.add(c_off, builder.mul(v.const(i), ldc)))
-                builder.store(row, builder.bitcast(ptr, row_type.as_pointer()), align=v.bits // 8)
+                v.store(row, c_data, builder.add(c_off, builder.mul(v.const(i), ldc)))
             return context.get_dummy_value()
 
         return sig, codegen

@@ -4,17 +4,37 @@ NumPy-style loops in numba vectorise only when LLVM can prove enough about them;
 loops of the convolutions (`gemm`, `depthwise_cl`) are instead emitted directly as vector loads,
 fused multiply-adds and stores, with the accumulators as SSA values (registers) across the loop.
 One vector is VECTOR_BYTES wide (AVX-512); LLVM splits the vectors on narrower machines.
+
+Memory is reached only through `Pointer`s (from `data_pointer`, moved by `Vectors.at`) and the
+`Vectors` loads and stores. Under EXCITE_KERNEL_BOUNDSCHECK=1 (`excite.kernels.bounds`) a pointer
+also carries its element offset in its array and the array's length, and every access checks the
+elements it touches (a masked one: its active lanes) and raises IndexError outside the array;
+otherwise the offsets are not computed and the IR is the same as without the checks.
 """
 from llvmlite import ir
+from numba import types
 from numba.core import cgutils
 
+from ..bounds import enabled as _checking
+
 VECTOR_BYTES = 64
+
+
+class Pointer:
+    """A pointer to one element of an array's data (``ptr``, an LLVM element pointer) and, when
+    checking, that element's offset in the array and the array's length (i64 values)."""
+
+    __slots__ = ("ptr", "offset", "length", "name")
+
+    def __init__(self, ptr, offset=None, length=None, name="array"):
+        self.ptr, self.offset, self.length, self.name = ptr, offset, length, name
 
 
 class Vectors:
     """IR helpers for one element type: vector type, loads, splats, fused multiply-adds."""
 
     def __init__(self, context, builder, dtype):
+        self.context = context
         self.builder = builder
         self.bits = dtype.bitwidth
         self.lanes = VECTOR_BYTES * 8 // self.bits
@@ -39,19 +59,30 @@ class Vectors:
         return ir.Constant(self.i64, value)
 
     def at(self, base, offset):
-        return self.builder.gep(base, [offset if isinstance(offset, ir.Value) else self.const(offset)])
+        """The `Pointer` ``offset`` elements past ``base``."""
+        offset = offset if isinstance(offset, ir.Value) else self.const(offset)
+        moved = None if base.length is None else self.builder.add(base.offset, offset)
+        return Pointer(self.builder.gep(base.ptr, [offset]), moved, base.length, base.name)
 
     def load(self, base, offset):
-        ptr = self.builder.bitcast(self.at(base, offset), self.vec.as_pointer())
+        """One vector: elements offset .. offset + lanes of ``base``."""
+        target = self._checked(base, offset, self.lanes, "vector load")
+        ptr = self.builder.bitcast(target.ptr, self.vec.as_pointer())
         return self.builder.load(ptr, align=self.bits // 8)
+
+    def load_scalar(self, base, offset):
+        """The element at ``offset`` of ``base`` (in the type of ``base``'s array)."""
+        return self.builder.load(self._checked(base, offset, 1, "scalar load").ptr)
 
     def load_first(self, base, offset, mask):
         """The lanes of ``mask`` from memory, zeros elsewhere (nothing outside the mask is touched)."""
-        ptr = self.builder.bitcast(self.at(base, offset), self.vec.as_pointer())
+        target = self._checked(base, offset, self.lanes, "masked load", mask)
+        ptr = self.builder.bitcast(target.ptr, self.vec.as_pointer())
         return self.builder.call(self._masked_load, [ptr, ir.Constant(self.i32, self.bits // 8), mask, self.zero])
 
     def store_masked(self, value, base, offset, mask):
-        ptr = self.builder.bitcast(self.at(base, offset), self.vec.as_pointer())
+        target = self._checked(base, offset, self.lanes, "masked store", mask)
+        ptr = self.builder.bitcast(target.ptr, self.vec.as_pointer())
         self.builder.call(self._masked_store, [value, ptr, ir.Constant(self.i32, self.bits // 8), mask])
 
     def lanes_below(self, limit, first=0):
@@ -60,8 +91,36 @@ class Vectors:
         return self.builder.icmp_signed("<", index, self.splat(limit, ir.VectorType(self.i64, self.lanes)))
 
     def store(self, value, base, offset):
-        ptr = self.builder.bitcast(self.at(base, offset), self.vec.as_pointer())
+        """``value`` (a vector of any count of elements) at elements offset .. of ``base``."""
+        target = self._checked(base, offset, value.type.count, "vector store")
+        ptr = self.builder.bitcast(target.ptr, value.type.as_pointer())
         self.builder.store(value, ptr, align=self.bits // 8)
+
+    def _checked(self, base, offset, count, access, mask=None):
+        """The pointer ``offset`` past ``base``; when checking, after code that raises IndexError unless
+        the ``count`` elements there (with a mask: its active lanes) lie inside ``base``'s array."""
+        target = self.at(base, offset)
+        if target.length is None:
+            return target
+        builder = self.builder
+        start = target.offset
+        stop = builder.add(start, self.const(count))  # reported as is (a masked access: inactive lanes too)
+        if mask is None:
+            outside = builder.or_(builder.icmp_signed("<", start, self.const(0)),
+                                  builder.icmp_signed(">", stop, target.length))
+        else:
+            index_type = ir.VectorType(self.i64, self.lanes)
+            index = builder.add(self.splat(start, index_type), ir.Constant(index_type, list(range(self.lanes))))
+            lanes_outside = builder.or_(builder.icmp_signed("<", index, ir.Constant(index_type, [0] * self.lanes)),
+                                        builder.icmp_signed(">=", index, self.splat(target.length, index_type)))
+            active = builder.bitcast(builder.and_(lanes_outside, mask), ir.IntType(self.lanes))
+            outside = builder.icmp_unsigned("!=", active, ir.Constant(ir.IntType(self.lanes), 0))
+        with builder.if_then(outside, likely=False):
+            message = (f"EXCITE_KERNEL_BOUNDSCHECK: {access} outside the array '{target.name}' "
+                       "(first element, end, array length)")
+            self.context.call_conv.return_dynamic_user_exc(
+                builder, IndexError, (message, start, stop, target.length), (None, types.int64, types.int64, types.int64))
+        return target
 
     def shuffle(self, a, b, lanes):
         return self.builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(self.i32, len(lanes)), lanes))
@@ -76,8 +135,15 @@ class Vectors:
         return self.builder.call(self._fma, [a, b, c])
 
 
-def data_pointer(context, builder, array_type, value):
-    return context.make_array(array_type)(context, builder, value).data
+def data_pointer(context, builder, array_type, value, name="array"):
+    """A `Pointer` to the first element of the array ``value`` (named ``name`` in bounds errors); the
+    kernels index it with flat offsets, which assume a C-contiguous array."""
+    array = context.make_array(array_type)(context, builder, value)
+    if not _checking():
+        return Pointer(array.data, name=name)
+    if array_type.layout != "C":
+        raise TypeError(f"'{name}' is reached by flat offsets and must be a C-contiguous array, got {array_type}")
+    return Pointer(array.data, ir.Constant(ir.IntType(64), 0), array.nitems, name)
 
 
 def no_unroll(module):
