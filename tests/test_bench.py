@@ -5,7 +5,7 @@ import json
 import subprocess
 import sys
 
-from excite.app.bench import runner as bench
+from excite.app.bench import protocol, runner as bench
 
 
 def test_serve_answers_setup_time_release_and_exit():
@@ -19,7 +19,7 @@ def test_serve_answers_setup_time_release_and_exit():
         calls.append((kind, args))
         return lambda: calls.append("run")
 
-    bench.serve(build, lines, replies.append)
+    protocol.serve(build, lines, replies.append)
     assert calls[0] == ("k", ["1"])
     assert calls.count("run") == 2 + 1 + 3  # warm-up, the untimed wake-up run, the timed runs
     assert replies[0] == {"ok": True}
@@ -34,7 +34,7 @@ def test_serve_reports_a_failing_case_instead_of_dying():
     def build(kind, args):
         raise ValueError("no such model")
 
-    bench.serve(build, [json.dumps({"op": "setup", "kind": "x", "args": []})], replies.append)
+    protocol.serve(build, [json.dumps({"op": "setup", "kind": "x", "args": []})], replies.append)
     assert replies == [{"error": "ValueError: no such model"}]
 
 
@@ -47,7 +47,7 @@ def test_rounds_alternate_the_engines_and_split_the_repetitions():
             return [float(len(order))] * n
         return burst
 
-    medians = bench._interleaved({"a": engine("a"), "b": engine("b")}, reps=7)
+    medians = protocol.interleaved({"a": engine("a"), "b": engine("b")}, reps=7)
     assert order == [("a", 3), ("b", 3), ("a", 2), ("b", 2), ("a", 2), ("b", 2)]
     assert set(medians) == {"a", "b"}
 
@@ -60,9 +60,17 @@ def test_one_case_end_to_end_writes_the_json_rows(tmp_path, torch):
     rows = json.loads(out.read_text())
     assert [r["case"] for r in rows] == ["se_fwd_8x96x28x28"]
     row = rows[0]
-    assert set(row) == {"case", "excite_s", "torch_s", "onnxruntime_s"}
-    assert row["excite_s"] > 0 and row["torch_s"] > 0 and row["onnxruntime_s"] is None
-    assert "se_fwd_8x96x28x28" in result.stdout and "excite/torch" in result.stdout
+    assert set(row) == {"case"} | {f"{engine}_s" for engine in bench.ENGINES}
+    assert row["excite_eager_s"] > 0 and row["torch_s"] > 0  # the SE block runs eagerly, against torch eager
+    assert row["excite_s"] is None and row["onnxruntime_s"] is None and row["openvino_s"] is None
+    assert "se_fwd_8x96x28x28" in result.stdout and "ex/torch" in result.stdout
+
+
+def test_the_best_peer_is_the_fastest_engine_that_is_not_excite():
+    row = {"case": "c", "excite_s": 1.0, "excite_eager_s": 0.5, "torch_s": 3.0, "torchscript_s": 2.0,
+           "onnxruntime_s": None}
+    assert bench.best_peer(row) == ("torchscript", 2.0)
+    assert bench.best_peer({"case": "c", "excite_s": 1.0}) is None
 
 
 def test_the_command_line_help_describes_the_options():

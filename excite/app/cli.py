@@ -38,34 +38,28 @@ def _integer(low):
     return parse
 
 
-def _positive_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
+def _number(low, high=float("inf"), low_inclusive=False, high_inclusive=False):
+    """An argparse type: a float in the interval from ``low`` to ``high`` (each end included or not)."""
+    shown = f"{'[' if low_inclusive else '('}{low:g}, {high:g}{']' if high_inclusive else ')'}"
+
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        above = value >= low if low_inclusive else value > low
+        below = value <= high if high_inclusive else value < high
+        if not (above and below):  # NaN fails both
+            raise argparse.ArgumentTypeError(f"must be in {shown}, got {text}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
 
 
-def _fraction(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
-    return value
-
-
-def _non_negative_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
-    return value
+_positive_float = _number(0)
+_fraction = _number(0, 1, low_inclusive=True)
+_non_negative_float = _number(0, low_inclusive=True)
 
 
 # ----- train -------------------------------------------------------------------------------------

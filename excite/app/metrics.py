@@ -4,6 +4,8 @@ import json
 import math
 import os
 
+from ..io._files import atomic_write
+
 CSV_NAME = "metrics.csv"
 JSON_NAME = "metrics.json"
 PLOT_NAME = "curves.png"
@@ -12,15 +14,8 @@ PLOT_HINT = "install matplotlib to get it: pip install 'excite[plot]'"
 
 
 def _atomic_text(path, write):
-    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", newline="") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path) as tmp, open(tmp, "w", newline="") as f:
+        write(f)
 
 
 def _plain(value):

@@ -272,7 +272,8 @@ def preprocess(loaded, paths):
 
 @contextlib.contextmanager
 def runner(loaded, engine="excite"):
-    """A function from a [N, 3, H, W] float32 batch to logits, on excite or (exported once) onnxruntime."""
+    """A function from a [N, 3, H, W] float32 batch to logits: excite's compiled graph, or (exported once)
+    onnxruntime."""
     from ..tensor import Tensor
 
     from ..onnx.runtime import OnnxModel
@@ -280,11 +281,15 @@ def runner(loaded, engine="excite"):
     if isinstance(loaded.model, OnnxModel):  # an ONNX file runs where it is, whatever the engine
         yield lambda batch: np.asarray(loaded.model(batch))
     elif engine == "excite":
-        from ..autograd import no_grad
+        # the compiled graph (`excite.compile`): planned once per batch shape, the last batch included
+        from ..graph.executor import compile as compile_model
+
+        compiled = []
 
         def run(batch):
-            with no_grad():
-                return np.asarray(loaded.model(Tensor(batch)).data)
+            if not compiled:
+                compiled.append(compile_model(loaded.model.eval(), batch))
+            return compiled[0](batch).data
 
         yield run
     elif engine == "onnxruntime":

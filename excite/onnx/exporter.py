@@ -1,7 +1,4 @@
 """`export`: write an excite model as an ONNX graph, lowered from its captured graph (`excite.graph`)."""
-import os
-import tempfile
-
 import numpy as np
 
 from ..errors import InvalidArgumentError, shape_str
@@ -102,28 +99,8 @@ def _dims(shape, dynamic_batch):
 
 
 def _atomic_write(path, data):
-    """Write to a temporary file beside ``path``, then rename: readers never see half a model."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        # mkstemp creates the file private (0600); give it the permissions a plain open() would
-        os.chmod(tmp, _new_file_mode(path))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Readers never see half a model: written beside ``path``, then renamed (`excite.io` does it for every save)."""
+    from ..io._files import atomic_write
 
-
-def _new_file_mode(path):
-    try:
-        return os.stat(path).st_mode & 0o7777
-    except FileNotFoundError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
+    with atomic_write(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)

@@ -1,12 +1,16 @@
-"""The benchmark's driver: excite, PyTorch and onnxruntime side by side in one run, reported as ratios.
+"""The benchmark's driver: excite and the engines users pick instead, side by side in one run, as ratios.
 
-    python -m excite.bench [--quick] [--json out.json] [--threads N] [--reps N]
+    python -m excite.bench [--quick] [--json out.json] [--threads N] [--reps N] [--case NAME]
 
-Each case is warmed up in every engine, then timed in rounds in which the engines take turns (a
-burst of runs each), so a busy spell on the machine hits all engines alike; the table shows medians and the ratio
-excite/torch (below 1.0 means excite is faster). torch runs in a peer process
-(benchmarks/torch_peer.py), so excite never imports it; peers are used only if installed.
-Process-level cases (import time, cold first inference, peak memory) run in fresh processes.
+Inference cases run excite compiled (`excite.compile`, the ``excite`` column) and eager, torch
+eager, torch channels-last under ``inference_mode``, torch frozen TorchScript, onnxruntime and
+OpenVINO (on torch's ONNX export); the SE and training cases excite eager and torch eager. Each
+case is warmed up in every engine, then timed in rounds in which the engines take turns (a burst
+of runs each), so a busy spell on the machine hits all engines alike; the table shows medians and
+the ratios excite/torch and excite/best peer (below 1.0 means excite is faster). Every peer runs
+in a process of its own (`protocol`), so excite never imports torch; peers are used only if
+installed. Process-level cases (import time, cold first inference, peak memory) run in fresh
+processes.
 """
 import argparse
 import json
@@ -20,52 +24,13 @@ import time
 
 import numpy as np
 
+from .protocol import ROUNDS, Peer, bursts, interleaved
+
 SE_SHAPES = {"8x96x28x28": (8, 96, 28, 28), "32x240x14x14": (32, 240, 14, 14)}
 INFER_MODELS = ("mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0")
 TRAIN_MODELS = ("mobilenet_v3_small", "efficientnet_b0")
 QUICK_CASES = {"se_fwd_8x96x28x28", "se_fwdbwd_8x96x28x28", "se_fwdbwd_32x240x14x14",
                "infer_mobilenet_v3_small_b1", "infer_mobilenet_v3_small_b16", "import_s", "cold_first_inference_s"}
-
-
-ROUNDS = 3  # the timed repetitions are split into this many rounds, the engines taking turns
-SETTLE_S = 0.02  # pause before each burst: an engine's idle threads spin for a few ms after its runs
-# untimed runs before each burst's timed ones, for at least this long: after the pause a 2-core VM
-# wakes slowly (seen here: parallel regions taking 1.2 ms instead of 0.07 ms until ~30 ms of work)
-WAKE_S = 0.05
-
-
-def _interleaved(engines, reps):
-    """Medians of ``reps`` timed runs per engine, in ROUNDS rounds: in each round every engine runs a
-    short burst (untimed runs for WAKE_S, then its share of timed runs), so a busy spell on the
-    machine hits all engines alike. ``engines`` maps a name to ``burst(n)``, which returns the
-    seconds of n timed runs."""
-    times = {name: [] for name in engines}
-    rounds = min(ROUNDS, reps)
-    for r in range(rounds):
-        share = reps // rounds + (r < reps % rounds)
-        for name, burst in engines.items():
-            time.sleep(SETTLE_S)
-            times[name] += burst(share)
-    return {name: statistics.median(values) for name, values in times.items()}
-
-
-def _bursts(fn, warmup):
-    for _ in range(warmup):
-        fn()
-
-    def burst(n, wake_s=WAKE_S):
-        awake = time.perf_counter() + wake_s
-        fn()
-        while time.perf_counter() < awake:
-            fn()
-        times = []
-        for _ in range(n):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        return times
-
-    return burst
 
 
 def _try_import(name):
@@ -95,12 +60,15 @@ def _excite_se(shape, backward):
     return se, run
 
 
-def _excite_infer(name, batch, size):
+def _excite_infer(name, batch, size, compiled=True):
     import excite as ex
     from excite.vision import models
 
     model = models.get_model(name).eval()
     x = ex.randn(batch, 3, size, size)
+    if compiled:
+        run = ex.compile(model, x)
+        return lambda: run(x)
 
     def run():
         with ex.no_grad():
@@ -142,84 +110,6 @@ def torch_available():
     return all(importlib.util.find_spec(m) for m in ("torch", "torchvision"))
 
 
-class Peer:
-    """An engine in its own process, speaking `serve`'s protocol: builds a case, times bursts on request."""
-
-    def __init__(self, cmd):
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-
-    def _request(self, **message):
-        self.proc.stdin.write(json.dumps(message) + "\n")
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"the benchmark peer exited (code {self.proc.wait()}) on {message}")
-        reply = json.loads(line)
-        if "error" in reply:
-            raise RuntimeError(f"benchmark peer: {reply['error']}")
-        return reply
-
-    def setup(self, kind, args, warmup):
-        self._request(op="setup", kind=kind, args=[str(a) for a in args], warmup=warmup)
-
-    def burst(self, n):
-        return self._request(op="time", runs=n, wake_s=WAKE_S)["s"]
-
-    def release(self):
-        self._request(op="release")
-
-    def close(self):
-        if self.proc.poll() is None:
-            self.proc.stdin.write(json.dumps({"op": "exit"}) + "\n")
-            self.proc.stdin.close()
-            self.proc.wait()
-
-
-def serve(build, lines=None, reply=None):
-    """The peer side: JSON requests, one per line, each answered by one JSON line.
-
-    ``{"op": "setup", "kind": ..., "args": [...], "warmup": W}`` calls ``build(kind, args)`` for a
-    function that runs the case once, then runs it W times; ``{"op": "time", "runs": n, "wake_s": s}``
-    runs it untimed for s seconds (once at least), then n timed times, and answers
-    ``{"s": [seconds, ...]}``; ``{"op": "release"}`` drops it; ``{"op": "exit"}`` ends the loop.
-    """
-    lines = sys.stdin if lines is None else lines
-    reply = reply or (lambda message: print(json.dumps(message), flush=True))
-    run = None
-    for line in lines:
-        request = json.loads(line)
-        op = request["op"]
-        if op == "exit":
-            return
-        try:
-            if op == "setup":
-                run = build(request["kind"], request["args"])
-                for _ in range(request.get("warmup", 2)):
-                    run()
-                reply({"ok": True})
-            elif op == "time":
-                reply({"s": _bursts(run, 0)(request.get("runs", 1), request.get("wake_s", 0.0))})
-            elif op == "release":
-                run = None
-                reply({"ok": True})
-            else:
-                reply({"error": f"unknown op {op!r}"})
-        except Exception as e:  # noqa: BLE001  (reported to the benchmark, which raises it)
-            reply({"error": f"{type(e).__name__}: {e}"})
-
-
-def _serve_onnxruntime(threads):
-    from excite.onnx import OnnxModel
-
-    def build(kind, args):
-        path, batch, size = args[0], int(args[1]), int(args[2])
-        session = OnnxModel(path, num_threads=threads)
-        x = np.random.default_rng(0).standard_normal((batch, 3, size, size)).astype(np.float32)
-        return lambda: session(x)
-
-    serve(build)
-
-
 def _torch_once(mode, threads):
     """A fresh-process case of the peer (``cold`` seconds or ``rss`` MB)."""
     cmd = [*PEER, mode, "--threads", str(threads)]
@@ -227,15 +117,12 @@ def _torch_once(mode, threads):
     return float(out.stdout.split()[-1])
 
 
-def _onnx_file(name, size, tmpdir):
-    """The model exported to ONNX (once per run), for the onnxruntime peer."""
-    import excite as ex
-    from excite import onnx as ex_onnx
-    from excite.vision import models
-
-    path = os.path.join(tmpdir, f"{name}.onnx")
+def _onnx_file(torch_peer, name, size, tmpdir):
+    """torchvision's model exported by torch to ONNX (once per run), for the onnxruntime and OpenVINO peers."""
+    path = os.path.join(tmpdir, f"{name}-{size}.onnx")
     if not os.path.exists(path):
-        ex_onnx.export(models.get_model(name).eval(), ex.randn(1, 3, size, size), path)
+        torch_peer.setup("export_onnx", (name, size, path), 0)
+        torch_peer.release()
     return path
 
 
@@ -290,11 +177,18 @@ def process_cases(threads, have_torch, wanted, reps=3):
 
 
 # ----- driver -----------------------------------------------------------------------------
+PEERS = {  # engine -> (module it needs, command)
+    "onnxruntime": ("onnxruntime", [sys.executable, "-m", "excite.app.bench.peers", "onnxruntime"]),
+    "openvino": ("openvino", [sys.executable, "-m", "excite.app.bench.peers", "openvino"]),
+}
+TORCH_MODES = {"torch": "eager", "torch_channels_last": "channels_last", "torchscript": "torchscript"}
+ENGINES = ("excite", "excite_eager", *TORCH_MODES, *PEERS)  # the columns of a row, in order
+
+
 def run(quick=False, threads=None, reps=None, warmup=2, cases=None):
     threads = threads or int(os.environ.get("EXCITE_NUM_THREADS", os.cpu_count() or 1))
     os.environ["EXCITE_NUM_THREADS"] = str(threads)
     have_torch = torch_available()
-    have_ort = _try_import("onnxruntime") is not None and _try_import("onnx") is not None
     reps = reps or (5 if quick else 7)
     import excite as ex
 
@@ -306,26 +200,26 @@ def run(quick=False, threads=None, reps=None, warmup=2, cases=None):
     # threads (onnxruntime's spin) cannot slow the one being timed
     peers = {}
     if have_torch:
-        peers["torch"] = Peer([*PEER, "serve", "--threads", str(threads)])
-    if have_ort:
-        peers["onnxruntime"] = Peer([sys.executable, "-m", "excite.bench", "--serve-onnxruntime",
-                                     "--threads", str(threads)])
+        for engine in TORCH_MODES:  # one process per mode: a peer holds one case at a time
+            peers[engine] = Peer([*PEER, "serve", "--threads", str(threads)])
+        for engine, (module, command) in PEERS.items():  # they run torch's ONNX export
+            if _try_import(module) is not None:
+                peers[engine] = Peer([*command, "--threads", str(threads)])
 
-    def add(case, ex_fn, th_args=None, ort_args=None, case_reps=reps):
-        engines = {"excite": _bursts(ex_fn(), warmup)}
-        for name, args in (("torch", th_args), ("onnxruntime", ort_args)):
-            if args is None or name not in peers:
-                continue
-            if callable(args):
-                args = args()  # the ONNX export, only when its peer runs
+    def add(case, excite, others, case_reps=reps):
+        """Time ``excite`` ({engine: () -> run function}) and the peers in ``others`` ({engine: case
+        args, or a function giving them}) in alternating rounds."""
+        engines = {name: bursts(make(), warmup) for name, make in excite.items()}
+        # the ONNX export (by the torch peer), only when its peers run, and before any peer holds a case
+        others = {name: args() if callable(args) else args for name, args in others.items() if name in peers}
+        for name, args in others.items():
             peers[name].setup(args[0], args[1:], warmup)
             engines[name] = peers[name].burst
-        medians = _interleaved(engines, case_reps)
+        medians = interleaved(engines, case_reps)
         for name in engines:
             if name in peers:
                 peers[name].release()
-        rows.append({"case": case, "excite_s": medians["excite"], "torch_s": medians.get("torch"),
-                     "onnxruntime_s": medians.get("onnxruntime")})
+        rows.append({"case": case, **{f"{e}_s": medians.get(e) for e in ENGINES}})
         _print_row(rows[-1])
 
     print(f"excite benchmark: {threads} threads, {reps} repetitions after {warmup} warm-up in {ROUNDS} alternating "
@@ -336,24 +230,30 @@ def run(quick=False, threads=None, reps=None, warmup=2, cases=None):
             for bwd in (False, True):
                 case = f"se_{'fwdbwd' if bwd else 'fwd'}_{label}"
                 if wanted(case):
-                    add(case, lambda s=shape, b=bwd: _excite_se(s, b)[1], ("se", label, int(bwd)))
+                    add(case, {"excite_eager": lambda s=shape, b=bwd: _excite_se(s, b)[1]},
+                        {"torch": ("se", label, int(bwd))})
         for name in INFER_MODELS:
             for batch in (1, 16):
                 case = f"infer_{name}_b{batch}"
                 if wanted(case):
-                    add(case, lambda n=name, b=batch: _excite_infer(n, b, 224), ("infer", name, batch, 224),
-                        lambda n=name, b=batch: ("onnx", _onnx_file(n, 224, tmpdir), b, 224),
-                        case_reps=reps if batch == 1 else max(3, reps - 2))
+                    others = {engine: ("infer", name, batch, 224, mode) for engine, mode in TORCH_MODES.items()}
+                    for engine in PEERS:
+                        others[engine] = lambda n=name, b=batch: ("onnx", _onnx_file(peers["torch"], n, 224, tmpdir),
+                                                                 b, 224)
+                    add(case, {"excite": lambda n=name, b=batch: _excite_infer(n, b, 224),
+                               "excite_eager": lambda n=name, b=batch: _excite_infer(n, b, 224, compiled=False)},
+                        others, case_reps=reps if batch == 1 else max(3, reps - 2))
         for name in TRAIN_MODELS:
             case = f"train_{name}_b16"
             if wanted(case):
-                add(case, lambda n=name: _excite_train(n, 16, 224), ("train", name, 16, 224), case_reps=max(3, reps - 2))
+                add(case, {"excite_eager": lambda n=name: _excite_train(n, 16, 224)},
+                    {"torch": ("train", name, 16, 224)}, case_reps=max(3, reps - 2))
     finally:
         for peer in peers.values():
             peer.close()
         shutil.rmtree(tmpdir, ignore_errors=True)
     for case, ex_v, th_v in process_cases(threads, have_torch, wanted, reps=2 if quick else 3):
-        rows.append({"case": case, "excite_s": ex_v, "torch_s": th_v, "onnxruntime_s": None})
+        rows.append({"case": case, "excite_s": ex_v, **{f"{e}_s": None for e in ENGINES[1:]}, "torch_s": th_v})
         _print_row(rows[-1])
     return rows
 
@@ -363,18 +263,31 @@ def _fmt(v, case):
         return "-"
     if case.startswith("peak_rss"):
         return f"{v:.0f} MB"
-    return f"{v * 1000:.1f} ms" if v < 10 else f"{v:.1f} s"
+    return f"{v * 1000:.2f} ms" if v < 0.01 else (f"{v * 1000:.1f} ms" if v < 10 else f"{v:.1f} s")
+
+
+_COLUMNS = {"excite": "excite", "excite_eager": "ex-eager", "torch": "torch", "torch_channels_last": "torch-cl",
+            "torchscript": "tscript", "onnxruntime": "onnxrt", "openvino": "openvino"}
+
+
+def best_peer(row):
+    """(engine, seconds) of the fastest engine other than excite in ``row``, or None."""
+    times = [(row.get(f"{e}_s"), e) for e in ENGINES if not e.startswith("excite") and row.get(f"{e}_s")]
+    return min(times)[::-1] if times else None
 
 
 def _print_header():
-    print(f"{'case':34s} {'excite':>11s} {'torch':>11s} {'onnxrt':>11s} {'excite/torch':>13s}")
+    print(f"{'case':32s}" + "".join(f"{c:>10s}" for c in _COLUMNS.values()) + f"{'ex/torch':>10s}{'ex/best':>9s}")
 
 
 def _print_row(r):
-    ratio = f"{r['excite_s'] / r['torch_s']:.2f}" if r["torch_s"] else "-"
     case = r["case"]
-    print(f"{case:34s} {_fmt(r['excite_s'], case):>11s} {_fmt(r['torch_s'], case):>11s} "
-          f"{_fmt(r['onnxruntime_s'], case):>11s} {ratio:>13s}", flush=True)
+    mine = r["excite_s"] if r["excite_s"] is not None else r["excite_eager_s"]
+    ratio = f"{mine / r['torch_s']:.2f}" if r["torch_s"] and mine else "-"
+    best = best_peer(r)
+    vs_best = f"{mine / best[1]:.2f}" if best and mine and not case.startswith(("import", "cold", "peak")) else "-"
+    print(f"{case:32s}" + "".join(f"{_fmt(r.get(f'{e}_s'), case):>10s}" for e in _COLUMNS) + f"{ratio:>10s}"
+          f"{vs_best:>9s}", flush=True)
 
 
 def _known_cases():
@@ -396,11 +309,7 @@ def main(argv=None):
                         help="threads for every engine (default: all cores)")
     parser.add_argument("--reps", metavar="N", type=_integer(1), default=None, help="timed repetitions per case")
     parser.add_argument("--case", metavar="NAME", action="append", help="run only this case (repeatable)")
-    parser.add_argument("--serve-onnxruntime", action="store_true", help=argparse.SUPPRESS)  # the onnxruntime peer
     args = parser.parse_args(argv)
-    if args.serve_onnxruntime:
-        _serve_onnxruntime(args.threads)
-        return 0
     if args.case:
         known = _known_cases()
         unknown = [c for c in args.case if c not in known]
