@@ -70,16 +70,21 @@ class SqueezeExcitationPlan:
         self.means = channel_reduce.channel_means if layout == "channels_last" else channel_reduce.plane_means
         self.gate = channel_reduce.gate_forward if layout == "channels_last" else channel_reduce.plane_gate
 
-    def __call__(self, x, out=None):
+    def gates(self, x):
+        """The [N, C] gate of x: channel means, then both layers."""
         n, c = x.shape[:2]
         dtype = x.dtype
-        if out is None:
-            out = _empty_like(x, self.layout)
         (xv,) = _views(self.layout, x)
         pooled = np.empty((n, c), dtype)
         self.means(xv, pooled, work_ns=x.size * 0.3)
         hidden = self.fc1(pooled, np.empty((n, self.fc1.n), dtype))
-        gate = self.fc2(hidden, np.empty((n, c), dtype))
+        return self.fc2(hidden, np.empty((n, c), dtype))
+
+    def __call__(self, x, out=None):
+        if out is None:
+            out = _empty_like(x, self.layout)
+        gate = self.gates(x)
+        (xv,) = _views(self.layout, x)
         (ov,) = _views(self.layout, out)
         self.gate(xv, gate, ov, work_ns=x.size * 0.3)
         return out

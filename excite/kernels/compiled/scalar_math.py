@@ -11,6 +11,7 @@ import math
 import numpy as np
 from llvmlite import ir
 from numba import types
+from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 from ..threads import inline_helper
@@ -22,6 +23,21 @@ def _float32_from_bits(typingctx, bits):
         return builder.bitcast(args[0], ir.FloatType())
 
     return types.float32(types.int32), codegen
+
+
+@intrinsic
+def fma(typingctx, a, b, c):
+    """a * b + c with one rounding (llvm.fma: vectorisable, a single instruction on FMA hardware)."""
+    if not (a == b == c and isinstance(a, types.Float)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        llty = context.get_value_type(signature.return_type)
+        name = f"llvm.fma.f{signature.return_type.bitwidth}"
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(llty, [llty] * 3), name)
+        return builder.call(fn, args)
+
+    return a(a, b, c), codegen
 
 
 def _power_of_two(k):
@@ -44,16 +60,17 @@ def exp(x):
 def _exp_impl(x):
     if x == types.float32:
         def exp32(x):
-            # np.floor keeps float32 (math.floor returns an int, which would promote the rest to float64)
-            k = np.floor(x * np.float32(1.44269504088896341) + np.float32(0.5))
-            r = x - k * np.float32(0.693359375) - k * np.float32(-2.12194440e-4)
+            # np.floor keeps float32 (math.floor returns an int, which would promote the rest to float64);
+            # fused multiply-adds: half the operations of separate ones, and one rounding each
+            k = np.floor(fma(x, np.float32(1.44269504088896341), np.float32(0.5)))
+            r = fma(k, np.float32(2.12194440e-4), fma(k, np.float32(-0.693359375), x))
             p = np.float32(1.9875691500e-4)
-            p = p * r + np.float32(1.3981999507e-3)
-            p = p * r + np.float32(8.3334519073e-3)
-            p = p * r + np.float32(4.1665795894e-2)
-            p = p * r + np.float32(1.6666665459e-1)
-            p = p * r + np.float32(5.0000001201e-1)
-            y = p * r * r + r + np.float32(1.0)
+            p = fma(p, r, np.float32(1.3981999507e-3))
+            p = fma(p, r, np.float32(8.3334519073e-3))
+            p = fma(p, r, np.float32(4.1665795894e-2))
+            p = fma(p, r, np.float32(1.6666665459e-1))
+            p = fma(p, r, np.float32(5.0000001201e-1))
+            y = fma(p * r, r, r) + np.float32(1.0)
             ki = np.int32(k)
             ki = min(max(ki, np.int32(-127)), np.int32(128))
             half = ki >> 1  # 2**k in two factors: k reaches 128 just below the overflow threshold
