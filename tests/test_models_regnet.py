@@ -1,0 +1,198 @@
+"""The eight RegNet-Y networks against torchvision: stages, layout, repr, init, eval logits, one training step."""
+import numpy as np
+import pytest
+
+import excite as ex
+import excite.nn.functional as F
+import excite.vision.models as exm
+from test_models import (TOLERANCE, build_pair, initialisation_mismatches, randomise_batch_norm,
+                         randomise_batch_norm_for_training, relative_error, torch_train_step)
+
+# (resolution, batch) of the eval comparison: the usual 224 for the small models, reduced sizes for the big ones.
+# The BatchNorm calibration (test_models.randomise_batch_norm) sees 2x the batch; with few values per channel in
+# the last stage (1x1 at 32 px) the statistics are ill-conditioned and float32 itself (torch's too, against
+# float64) drifts to 1e-3, so the widest models run at 128 px (4x4 last stage): torch's float32 error is 4e-5 there
+EVAL_INPUT = {
+    "regnet_y_400mf": (224, 2), "regnet_y_800mf": (224, 2), "regnet_y_1_6gf": (224, 2),
+    "regnet_y_3_2gf": (128, 2), "regnet_y_8gf": (96, 2), "regnet_y_16gf": (64, 2),
+    "regnet_y_32gf": (128, 1), "regnet_y_128gf": (128, 1),
+}
+MODEL_NAMES = list(EVAL_INPUT)
+TRAIN_MODELS = ["regnet_y_400mf", "regnet_y_800mf"]
+TRAIN_RESOLUTION = 64
+TARGETS = np.array([3, 7])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def torch_on_one_thread(torch):
+    """As in test_models: a single-threaded oracle is far steadier on the shared 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module", params=MODEL_NAMES)
+def model_pair(request, torch, torchvision):
+    """(name, torchvision model, excite model, init problems), built once per model with seed 0.
+
+    Building the two big ones (145M and 645M parameters) is most of this file's time and memory, so each
+    pair lives only while its model's tests run.
+    """
+    name = request.param
+    tv_model, ex_model = build_pair(torch, torchvision, name)
+    yield name, tv_model, ex_model, initialisation_mismatches(name, tv_model, ex_model)
+    del tv_model, ex_model
+
+
+def test_block_params_match_torchvision(torchvision):
+    """The quantised stage widths, depths and group widths from the paper's (depth, w_0, w_a, w_m, group width)."""
+    from torchvision.models import regnet as tv_regnet
+
+    from excite.vision.models import regnet
+
+    for name, params in regnet._REGNET_Y.items():
+        theirs = tv_regnet.BlockParams.from_init_params(**params, se_ratio=0.25)
+        ours = exm.BlockParams.from_init_params(**params, se_ratio=0.25)
+        assert vars(ours) == vars(theirs), name
+    for params in [dict(depth=13, w_0=24, w_a=36.44, w_m=2.49, group_width=8),  # RegNetX-200MF, no SE
+                   dict(depth=10, w_0=16, w_a=12.5, w_m=2.7, group_width=40, bottleneck_multiplier=0.5)]:
+        theirs = tv_regnet.BlockParams.from_init_params(**params)
+        assert vars(exm.BlockParams.from_init_params(**params)) == vars(theirs), params
+
+
+def test_block_params_reject_invalid_settings():
+    with pytest.raises(ex.InvalidArgumentError, match="w_0=50"):
+        exm.BlockParams.from_init_params(depth=10, w_0=50, w_a=20.0, w_m=2.0, group_width=8)
+    with pytest.raises(ex.InvalidArgumentError, match="w_m=1.0"):
+        exm.BlockParams.from_init_params(depth=10, w_0=48, w_a=20.0, w_m=1.0, group_width=8)
+
+
+def test_parameter_count_is_torchvisions_metadata(model_pair, torchvision):
+    name, tv_model, ex_model, _ = model_pair
+    expected = torchvision.models.get_model_weights(name).DEFAULT.meta["num_params"]
+    assert sum(p.numel() for p in tv_model.parameters()) == expected
+    assert sum(p.numel() for p in ex_model.parameters()) == expected
+
+
+def test_state_dict_keys_order_and_shapes(model_pair):
+    name, tv_model, ex_model, _ = model_pair
+    tv_layout = [(k, tuple(v.shape)) for k, v in tv_model.state_dict().items()]
+    ex_layout = [(k, tuple(v.shape)) for k, v in ex_model.state_dict().items()]
+    first_difference = next((i for i, (a, b) in enumerate(zip(ex_layout, tv_layout)) if a != b), None)
+    assert first_difference is None, (
+        f"{name}: entry {first_difference} is {ex_layout[first_difference]}, "
+        f"torchvision has {tv_layout[first_difference]}")
+    assert len(ex_layout) == len(tv_layout)
+    assert [k for k, _ in ex_model.named_parameters()] == [k for k, _ in tv_model.named_parameters()]
+
+
+def test_repr(model_pair):
+    name, tv_model, ex_model, _ = model_pair
+    assert repr(ex_model) == repr(tv_model), name
+
+
+def test_batch_norm_settings_and_groups(model_pair, torch):
+    name, tv_model, ex_model, _ = model_pair
+    tv_modules = dict(tv_model.named_modules())
+    for key, m in ex_model.named_modules():
+        theirs = tv_modules[key]
+        if isinstance(m, ex.nn.BatchNorm2d):
+            assert (m.eps, m.momentum) == (theirs.eps, theirs.momentum), key
+        elif isinstance(m, ex.nn.Conv2d):
+            assert (m.groups, m.stride, m.padding) == (theirs.groups, theirs.stride, theirs.padding), key
+
+
+def test_initialisation_follows_torchvision(model_pair):
+    name, _, _, problems = model_pair
+    assert not problems, f"{name}: " + "; ".join(problems[:10])
+
+
+def test_eval_logits_match_torchvision(model_pair, torch):
+    name, tv_model, ex_model, _ = model_pair
+    resolution, batch = EVAL_INPUT[name]
+    x = np.random.default_rng(1).standard_normal((batch, 3, resolution, resolution)).astype(np.float32)
+    randomise_batch_norm(torch, tv_model, x)
+    # numpy() shares torch's memory; load_state_dict copies it once (the 128GF state is 2.6 GB)
+    ex_model.load_state_dict({k: v.detach().numpy() for k, v in tv_model.state_dict().items()})
+    tv_model.eval()
+    ex_model.eval()
+    with torch.no_grad():
+        expected = tv_model(torch.from_numpy(x)).numpy()
+    with ex.no_grad():
+        actual = ex_model(ex.tensor(x)).numpy()
+    assert actual.shape == (batch, 1000)
+    err = relative_error(actual, expected)
+    assert err <= TOLERANCE, f"{name} at {resolution}px: logits differ by {err:.2e} of the largest logit"
+
+
+@pytest.mark.parametrize("name", TRAIN_MODELS)
+def test_train_step_matches_torchvision(torch, torchvision, name):
+    """Loss, every parameter's gradient and every BatchNorm buffer after one training step at batch 2."""
+    import copy
+
+    tv_model, ex_model = build_pair(torch, torchvision, name)
+    randomise_batch_norm_for_training(torch, tv_model)
+    ex_model.load_state_dict({k: v.detach().numpy().copy() for k, v in tv_model.state_dict().items()})
+    tv_exact = copy.deepcopy(tv_model).double()
+    for m in (tv_model, tv_exact, ex_model):
+        m.train()
+    x = np.random.default_rng(3).standard_normal((2, 3, TRAIN_RESOLUTION, TRAIN_RESOLUTION)).astype(np.float32)
+    tv_loss, tv_grads = torch_train_step(torch, tv_model, torch.from_numpy(x))
+    exact_loss, exact_grads = torch_train_step(torch, tv_exact, torch.from_numpy(x).double())
+    # ReLU networks with BatchNorm over 8 values per channel (the 2x2 last stage at batch 2) have knife edges: a
+    # few gradients of an exact float64 step move by up to 20% when the input moves by 1e-6, so float32 rounding
+    # alone (torch's, or excite's with another summation order) can land either side; how far each gradient
+    # moves under such a nudge is part of its allowance
+    nudged = x.astype(np.float64) * (1 + 1e-6 * np.random.default_rng(9).standard_normal(x.shape))
+    _, nudged_grads = torch_train_step(torch, tv_exact, torch.from_numpy(nudged))
+    ex_loss = F.cross_entropy(ex_model(ex.tensor(x)), ex.tensor(TARGETS))
+    ex_loss.backward()
+
+    assert relative_error(ex_loss.item(), exact_loss) <= TOLERANCE
+    bad_grads = []
+    for key, p in ex_model.named_parameters():
+        assert p.grad is not None, f"{name}: {key} received no gradient"
+        exact = exact_grads[key]
+        err = float(np.max(np.abs(p.grad.numpy().astype(np.float64) - exact)))
+        # as in test_models: where a gradient is rounding noise in float32 (torch's own error is large), excite
+        # may be off by 10x torch's float32 error; and by 10x what a 1e-6 nudge of the input does to it
+        torch_rounding = float(np.max(np.abs(tv_grads[key].astype(np.float64) - exact)))
+        conditioning = float(np.max(np.abs(nudged_grads[key] - exact)))
+        allowed = TOLERANCE * float(np.max(np.abs(exact))) + 10 * torch_rounding + 10 * conditioning
+        if err > allowed:
+            bad_grads.append(f"{key} (error {err:.2e}, allowed {allowed:.2e})")
+    assert not bad_grads, f"{name}: gradients differ from torchvision's: {', '.join(bad_grads[:10])}"
+    # the allowance stays a tolerance: most gradients are well conditioned
+    sensitive = [k for k in exact_grads
+                 if np.max(np.abs(nudged_grads[k] - exact_grads[k])) > TOLERANCE * np.max(np.abs(exact_grads[k]))]
+    assert len(sensitive) < len(exact_grads) // 4, f"{name}: {len(sensitive)} ill-conditioned gradients"
+
+    tv_buffers = dict(tv_model.named_buffers())
+    bad_buffers = [key for key, b in ex_model.named_buffers()
+                   if relative_error(b.numpy(), tv_buffers[key].numpy()) > TOLERANCE]
+    assert not bad_buffers, f"{name}: buffers differ after one training step: {bad_buffers[:10]}"
+
+
+def test_builder_keyword_arguments_match_torchvision(torch, torchvision):
+    kwargs = dict(num_classes=10, stem_width=16)
+    tv_model, ex_model = build_pair(torch, torchvision, "regnet_y_400mf", **kwargs)
+    assert repr(ex_model) == repr(tv_model)
+    x = np.random.default_rng(2).standard_normal((2, 3, 64, 64)).astype(np.float32)
+    randomise_batch_norm(torch, tv_model, x)
+    ex_model.load_state_dict({k: v.detach().numpy().copy() for k, v in tv_model.state_dict().items()})
+    with torch.no_grad():
+        expected = tv_model.eval()(torch.from_numpy(x)).numpy()
+    with ex.no_grad():
+        actual = ex_model.eval()(ex.tensor(x)).numpy()
+    assert actual.shape == (2, 10)
+    assert relative_error(actual, expected) <= TOLERANCE
+
+
+def test_builder_rejects_block_params_keywords_like_torchvision(torchvision):
+    """torchvision hands the keywords to both BlockParams and RegNet, so RegNet refuses bottleneck_multiplier."""
+    with pytest.raises(TypeError, match="bottleneck_multiplier") as theirs:
+        torchvision.models.regnet_y_400mf(bottleneck_multiplier=0.5)
+    with pytest.raises(TypeError, match="bottleneck_multiplier") as ours:
+        exm.regnet_y_400mf(bottleneck_multiplier=0.5)
+    assert str(ours.value) == str(theirs.value)
