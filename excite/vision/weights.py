@@ -233,6 +233,11 @@ _TABLE = [
      384, 384, "bicubic", 644812894, (1, 1), 88.228, 98.682, 374.57, 2461.564, _RECIPE_SWAG, _SWAG_E2E),
     ("regnet_y_128gf", "RegNet_Y_128GF_Weights", "IMAGENET1K_SWAG_LINEAR_V1", "regnet_y_128gf_lc_swag-cbe8ce12.pth",
      224, 224, "bicubic", 644812894, (1, 1), 86.068, 97.844, 127.518, 2461.564, _RECIPE_SWAG_LINEAR, _SWAG_LINEAR),
+    ("maxvit_t", "MaxVit_T_Weights", "IMAGENET1K_V1", "maxvit_t-bc5ab103.pth",
+     224, 224, "bicubic", 30919624, (224, 224), 83.7, 96.722, 5.558, 118.769,
+     "https://github.com/pytorch/vision/tree/main/references/classification#maxvit",
+     "These weights reproduce closely the results of the paper using a similar training recipe. They were trained "
+     "with a BatchNorm2D momentum of 0.99 instead of the more correct 0.01."),
 ]
 _DEFAULTS = {"mobilenet_v3_large": "IMAGENET1K_V2", "efficientnet_b1": "IMAGENET1K_V2",
              **{f"regnet_y_{size}": "IMAGENET1K_V2"

@@ -3,7 +3,7 @@ import difflib
 import fnmatch
 
 from ...errors import InvalidArgumentError
-from . import efficientnet, mobilenetv3, regnet
+from . import efficientnet, maxvit, mobilenetv3, regnet
 
 BUILTIN_MODELS = {
     builder.__name__: builder
@@ -15,6 +15,7 @@ BUILTIN_MODELS = {
         efficientnet.efficientnet_v2_s, efficientnet.efficientnet_v2_m, efficientnet.efficientnet_v2_l,
         regnet.regnet_y_400mf, regnet.regnet_y_800mf, regnet.regnet_y_1_6gf, regnet.regnet_y_3_2gf,
         regnet.regnet_y_8gf, regnet.regnet_y_16gf, regnet.regnet_y_32gf, regnet.regnet_y_128gf,
+        maxvit.maxvit_t,
     )
 }
 
