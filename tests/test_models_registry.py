@@ -11,14 +11,14 @@ from excite.errors import InvalidArgumentError
 ALL_MODELS = [
     "efficientnet_b0", "efficientnet_b1", "efficientnet_b2", "efficientnet_b3", "efficientnet_b4",
     "efficientnet_b5", "efficientnet_b6", "efficientnet_b7", "efficientnet_v2_l", "efficientnet_v2_m",
-    "efficientnet_v2_s", "mobilenet_v3_digits", "mobilenet_v3_large", "mobilenet_v3_small",
+    "efficientnet_v2_s", "maxvit_t", "mobilenet_v3_digits", "mobilenet_v3_large", "mobilenet_v3_small",
     "regnet_y_128gf", "regnet_y_16gf", "regnet_y_1_6gf", "regnet_y_32gf", "regnet_y_3_2gf", "regnet_y_400mf",
     "regnet_y_800mf", "regnet_y_8gf",
 ]
 TORCHVISION_MODELS = [name for name in ALL_MODELS if name != "mobilenet_v3_digits"]  # the digits net is excite's
 
 
-def test_list_models_shows_the_21_torchvision_networks_and_the_digits_net():
+def test_list_models_shows_the_22_torchvision_networks_and_the_digits_net():
     assert exm.list_models() == ALL_MODELS
     assert ex.vision.models.list_models(module=ex.vision.models) == ALL_MODELS
 
@@ -60,6 +60,7 @@ def test_exports():
     for name in ["MobileNetV3", "EfficientNet", "InvertedResidual", "MBConv", "FusedMBConv", "MBConvConfig",
                  "FusedMBConvConfig", "InvertedResidualConfig", "get_model", "list_models", "get_model_builder",
                  "RegNet", "SimpleStemIN", "BottleneckTransform", "ResBottleneckBlock", "AnyStage", "BlockParams",
+                 "MaxVit",
                  *ALL_MODELS]:
         assert hasattr(exm, name), name
     assert ex.vision.models is exm

@@ -25,7 +25,8 @@ from excite.vision import weights
 
 MODELS = ["mobilenet_v3_small", "mobilenet_v3_large"] + [f"efficientnet_b{i}" for i in range(8)] + \
     ["efficientnet_v2_s", "efficientnet_v2_m", "efficientnet_v2_l"] + \
-    [f"regnet_y_{size}" for size in ("400mf", "800mf", "1_6gf", "3_2gf", "8gf", "16gf", "32gf", "128gf")]
+    [f"regnet_y_{size}" for size in ("400mf", "800mf", "1_6gf", "3_2gf", "8gf", "16gf", "32gf", "128gf")] + \
+    ["maxvit_t"]
 
 
 # ===== the registry against torchvision ====================================================
