@@ -11,7 +11,7 @@ from test_models import (TOLERANCE, build_pair, initialisation_mismatches, rando
 # (resolution, batch) of the eval comparison: the usual 224 for the small models, reduced sizes for the big ones.
 # The BatchNorm calibration (test_models.randomise_batch_norm) sees 2x the batch; with few values per channel in
 # the last stage (1x1 at 32 px) the statistics are ill-conditioned and float32 itself (torch's too, against
-# float64) drifts to 1e-3, so the widest models run at 128 px (4x4 last stage): torch's float32 error is 4e-5 there
+# float64) drifts to 1e-3, so the widest models run at 128 px (4x4 last stage): float32 errors are 4e-5 to 1e-4 there
 EVAL_INPUT = {
     "regnet_y_400mf": (224, 2), "regnet_y_800mf": (224, 2), "regnet_y_1_6gf": (224, 2),
     "regnet_y_3_2gf": (128, 2), "regnet_y_8gf": (96, 2), "regnet_y_16gf": (64, 2),
@@ -122,8 +122,14 @@ def test_eval_logits_match_torchvision(model_pair, torch):
     with ex.no_grad():
         actual = ex_model(ex.tensor(x)).numpy()
     assert actual.shape == (batch, 1000)
-    err = relative_error(actual, expected)
+    # float64 torchvision is the exact answer; torch's float32 logits are another approximation of it (on the
+    # widest models at 1e-4 themselves)
+    with torch.no_grad():
+        exact = tv_model.double()(torch.from_numpy(x).double()).numpy()
+    tv_model.float()
+    err = relative_error(actual, exact)
     assert err <= TOLERANCE, f"{name} at {resolution}px: logits differ by {err:.2e} of the largest logit"
+    assert relative_error(actual, expected) <= 2 * TOLERANCE
 
 
 def _excite_train_step(model, x):

@@ -177,17 +177,20 @@ _BUILTINS = (
                show_inplace=False, doc="x * relu6(x + 3) / 6"),
     Activation("silu", "SiLU", forward="x / (1 + exp(-x))", derivative="sigmoid(x) * (1 + x * (1 - sigmoid(x)))",
                onnx=_silu_onnx, doc="x * sigmoid(x) (also called swish)"),
-    # nn.GELU(approximate='none'): x * Phi(x), Phi the standard normal CDF (torch's erf form and derivative)
-    Activation("gelu", "GELU", forward=f"x * 0.5 * (1 + erf(x * {_SQRT_HALF}))",
+    # nn.GELU(approximate='none'): x * Phi(x), Phi the standard normal CDF (torch's erf form and derivative);
+    # "+ 0 * x" is NaN at +inf only, where torch's vectorised erf gives NaN too
+    Activation("gelu", "GELU", forward=f"x * 0.5 * (1 + erf(x * {_SQRT_HALF})) + 0 * x",
                derivative=f"0.5 * (1 + erf(x * {_SQRT_HALF})) + x * 0.3989422804014327 * exp(-0.5 * x * x)",
                onnx=_gelu_onnx, inplace_argument=False, doc="x * 0.5 * (1 + erf(x / sqrt(2)))"),
-    # nn.GELU(approximate='tanh'); no module or functional of its own (nn.GELU and F.gelu choose it)
-    Activation("_gelu_tanh", "_GELUTanh", forward=f"0.5 * x * (1 + {_GELU_TANH_INNER})",
-               derivative=f"0.5 * (1 + {_GELU_TANH_INNER}) + 0.5 * x * (1 - {_GELU_TANH_INNER} * {_GELU_TANH_INNER})"
-                          f" * {_GELU_BETA} * (1 + {3 * _GELU_KAPPA} * x * x)",
-               onnx=_gelu_tanh_onnx, inplace_argument=False,
-               doc="0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x^3)))"),
 )
 for _record in _BUILTINS:
     register(replace(_record, builtin=True))
 del _record
+
+# nn.GELU(approximate='tanh') / F.gelu(approximate='tanh'), which have no module or functional of their own; not
+# compiled into the kernels (MaxViT uses the erf form): their epilogues apply it afterwards, in NumPy
+register(Activation("_gelu_tanh", "_GELUTanh", forward=f"0.5 * x * (1 + {_GELU_TANH_INNER})",
+                    derivative=f"0.5 * (1 + {_GELU_TANH_INNER}) + 0.5 * x * (1 - {_GELU_TANH_INNER} * "
+                               f"{_GELU_TANH_INNER}) * {_GELU_BETA} * (1 + {3 * _GELU_KAPPA} * x * x)",
+                    onnx=_gelu_tanh_onnx, inplace_argument=False,
+                    doc="0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x^3)))"))
