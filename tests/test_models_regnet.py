@@ -18,6 +18,9 @@ EVAL_INPUT = {
     "regnet_y_32gf": (128, 1), "regnet_y_128gf": (128, 1),
 }
 MODEL_NAMES = list(EVAL_INPUT)
+# torchvision's 645M-parameter model is built without its init, holding excite's weights (the same init code is
+# compared on the other seven)
+UNINITIALISED_ORACLE = {"regnet_y_128gf"}
 TRAIN_MODELS = ["regnet_y_400mf", "regnet_y_800mf"]
 TRAIN_RESOLUTION = 64
 TARGETS = np.array([3, 7])
@@ -40,8 +43,20 @@ def model_pair(request, torch, torchvision):
     pair lives only while its model's tests run.
     """
     name = request.param
-    tv_model, ex_model = build_pair(torch, torchvision, name)
-    yield name, tv_model, ex_model, initialisation_mismatches(name, tv_model, ex_model)
+    if name in UNINITIALISED_ORACLE:
+        ex.manual_seed(0)
+        ex_model = exm.get_model(name)
+        from unittest import mock
+
+        skip = lambda tensor, *args, **kwargs: tensor  # noqa: E731
+        with mock.patch.multiple(torch.nn.init, normal_=skip, kaiming_uniform_=skip, uniform_=skip):
+            tv_model = torchvision.models.get_model(name)  # torchvision's layout without its 20 s of random draws
+        tv_model.load_state_dict({k: torch.from_numpy(v.numpy()) for k, v in ex_model.state_dict().items()})
+        problems = None
+    else:
+        tv_model, ex_model = build_pair(torch, torchvision, name)
+        problems = initialisation_mismatches(name, tv_model, ex_model)
+    yield name, tv_model, ex_model, problems
     del tv_model, ex_model
 
 
@@ -105,6 +120,8 @@ def test_batch_norm_settings_and_groups(model_pair, torch):
 
 def test_initialisation_follows_torchvision(model_pair):
     name, _, _, problems = model_pair
+    if problems is None:
+        pytest.skip(f"{name}: torchvision's model is built without its init (UNINITIALISED_ORACLE)")
     assert not problems, f"{name}: " + "; ".join(problems[:10])
 
 
