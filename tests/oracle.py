@@ -1,4 +1,6 @@
 """The one oracle helper: run the same computation in excite and in torch, compare outputs and grads."""
+import math
+
 import numpy as np
 
 import excite as ex
@@ -109,4 +111,5 @@ REFERENCE_ACTIVATIONS = {
     "hardsigmoid": lambda z: np.clip(z + 3, 0, 6) / 6,
     "silu": lambda z: z / (1 + np.exp(-z)),
     "sigmoid": lambda z: 1 / (1 + np.exp(-z)),
+    "gelu": lambda z: z * 0.5 * (1 + np.vectorize(math.erf)(z / np.sqrt(2))),
 }

@@ -161,7 +161,7 @@ def test_bad_input_in_a_subprocess_prints_one_line_and_no_traceback(tmp_path):
     assert proc.stdout == ""
 
 
-@pytest.mark.parametrize("name", ["mobilenet_v3_large", "efficientnet_b0"])
+@pytest.mark.parametrize("name", ["mobilenet_v3_large", "efficientnet_b0", "regnet_y_400mf", "regnet_y_1_6gf"])
 def test_info_macs_and_params_match_torchvision_metadata(torchvision, name):
     """torchvision's weights meta '_ops' (GFLOPS there are MACs, rounded to 3 decimals) and 'num_params'."""
     from excite.vision.models import get_model as build_model

@@ -20,6 +20,12 @@ def _sigmoid(z):
         return 1 / (1 + np.exp(-z))
 
 
+def _normal_cdf(z):
+    import math
+
+    return 0.5 * (1 + np.vectorize(math.erf)(z / np.sqrt(2)))
+
+
 # name -> (forward, derivative), both in float64, written from the definitions
 REFERENCE = {
     "relu": (lambda z: np.maximum(z, 0), lambda z: (z > 0) * 1.0),
@@ -30,6 +36,8 @@ REFERENCE = {
                   lambda z: np.where(z <= -3, 0.0, np.where(z < 3, z / 3 + 0.5, 1.0))),
     "silu": (lambda z: z * _sigmoid(z), lambda z: _sigmoid(z) * (1 + z * (1 - _sigmoid(z)))),
     "tanh": (np.tanh, lambda z: 1 - np.tanh(z) ** 2),
+    # x * Phi(x) and Phi(x) + x * phi(x), Phi / phi the standard normal CDF / density
+    "gelu": (lambda z: z * _normal_cdf(z), lambda z: _normal_cdf(z) + z * np.exp(-z * z / 2) / np.sqrt(2 * np.pi)),
 }
 
 
@@ -96,7 +104,9 @@ def test_special_values_match_torch(torch, name, shape):
     tx = torch.tensor(x, requires_grad=True)
     ty = getattr(torch.nn.functional, name)(tx)
     ty.backward(torch.tensor(g))
-    np.testing.assert_allclose(FORWARD[name](x), ty.detach().numpy(), rtol=1e-6, atol=1e-6, equal_nan=True)
+    # torch's vectorised erf is off by up to 1.1e-6 around gelu(-3.4) (excite's gelu: 4.5e-7 of the exact value)
+    forward_atol = 2e-6 if name == "gelu" else 1e-6
+    np.testing.assert_allclose(FORWARD[name](x), ty.detach().numpy(), rtol=1e-6, atol=forward_atol, equal_nan=True)
     # torch's gradient at a NaN input differs between its vectorised and scalar loops: not compared
     defined = ~np.isnan(x)
     # a derivative from the output (1 - y^2) cancels near |y| = 1: both engines' float32 results are

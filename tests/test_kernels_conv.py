@@ -88,6 +88,19 @@ CASES = {
     "depthwise_multiplier_3_s2": (1, 2, 9, 9, 6, (5, 5), (2, 2), (2, 2), (1, 1), 2),
     "grouped_2": (2, 6, 7, 7, 4, (3, 3), (1, 1), (1, 1), (1, 1), 2),
     "grouped_3_strided": (1, 9, 8, 9, 6, (3, 1), (2, 1), (1, 0), (1, 1), 3),
+    # RegNet's grouped 3x3 (the compiled kernels): group width 8 and 16 (packed tiles: whole groups per vector;
+    # 13 groups of 8 end in half a vector), 24, a group wider than one tile panel (40 > 32 columns), stride 2 on
+    # odd sizes, unequal in / out widths per group, dilation, no padding, 5x5
+    "grouped_3x3_width_8": (2, 48, 9, 11, 48, (3, 3), (1, 1), (1, 1), (1, 1), 6),
+    "grouped_3x3_width_8_13_groups": (1, 104, 6, 15, 104, (3, 3), (1, 1), (1, 1), (1, 1), 13),
+    "grouped_3x3_width_8_dilated": (2, 16, 9, 10, 16, (3, 3), (1, 1), (2, 2), (2, 2), 2),
+    "grouped_3x3_width_16_s2": (2, 48, 9, 13, 48, (3, 3), (2, 2), (1, 1), (1, 1), 3),
+    "grouped_3x3_width_24": (1, 72, 8, 7, 72, (3, 3), (1, 1), (1, 1), (1, 1), 3),
+    "grouped_3x3_s2_odd": (3, 24, 13, 9, 24, (3, 3), (2, 2), (1, 1), (1, 1), 3),
+    "grouped_3x3_width_40": (1, 80, 7, 15, 80, (3, 3), (1, 1), (1, 1), (1, 1), 2),
+    "grouped_3x3_uneven": (2, 20, 10, 9, 30, (3, 3), (1, 2), (2, 2), (2, 2), 5),
+    "grouped_3x3_unpadded": (1, 16, 8, 8, 16, (3, 3), (1, 1), (0, 0), (1, 1), 2),
+    "grouped_5x5_s2": (2, 12, 11, 10, 18, (5, 5), (2, 2), (2, 2), (1, 1), 3),
     "batch_9_depthwise": (9, 4, 6, 5, 4, (3, 3), (1, 1), (1, 1), (1, 1), 4),
 }
 
@@ -130,7 +143,8 @@ def test_forward_and_backward_match_the_definition(case, dtype):
             assert_close(gb, g.astype(np.float64).sum(axis=(0, 2, 3)), "grad bias", **TOL[dtype])
 
 
-@pytest.mark.parametrize("case", ["pointwise", "stem_3x3_s2", "depthwise_3x3_s2_odd", "depthwise_5x5_s2"])
+@pytest.mark.parametrize("case", ["pointwise", "stem_3x3_s2", "depthwise_3x3_s2_odd", "depthwise_5x5_s2",
+                                  "grouped_3x3_s2_odd"])
 def test_dense_and_depthwise_outputs_are_channels_last(case):
     x, w, b, stride, padding, dilation, groups = _arrays(case, np.float32)
     assert is_channels_last(K.conv2d_forward(x, w, b, stride, padding, dilation, groups))
@@ -141,7 +155,8 @@ def test_dense_and_depthwise_outputs_are_channels_last(case):
 @pytest.mark.parametrize("case", ["pointwise", "pointwise_strided", "stem_3x3_s2", "dense_3x3_wide",
                                   "dense_5x3_dilated", "depthwise_3x3_s2_odd", "depthwise_5x5_s2", "depthwise_7x7",
                                   "depthwise_multiplier_2", "depthwise_3x3_wide_40ch", "depthwise_5x5_s2_wide",
-                                  "grouped_2"])
+                                  "grouped_2", "grouped_3x3_width_8", "grouped_3x3_s2_odd", "grouped_3x3_uneven",
+                                  "grouped_3x3_width_8_13_groups", "grouped_3x3_width_16_s2"])
 def test_fused_inference_equals_conv_then_batch_norm_then_activation(case, activation, dtype):
     x, w, b, stride, padding, dilation, groups = _arrays(case, dtype)
     rng = np.random.default_rng(2)
@@ -170,7 +185,8 @@ def test_fused_inference_equals_conv_then_batch_norm_then_activation(case, activ
 
 
 
-@pytest.mark.parametrize("case", ["depthwise_3x3_s2_odd", "depthwise_multiplier_2", "stem_3x3_s2", "grouped_3_strided"])
+@pytest.mark.parametrize("case", ["depthwise_3x3_s2_odd", "depthwise_multiplier_2", "stem_3x3_s2", "grouped_3_strided",
+                                  "grouped_3x3_width_8", "grouped_3x3_s2_odd", "grouped_3x3_uneven"])
 def test_against_torch(torch, case):
     x, w, b, stride, padding, dilation, groups = _arrays(case, np.float32)
     tx = torch.tensor(x, requires_grad=True)
@@ -192,3 +208,22 @@ def test_large_depthwise_with_many_row_bands_matches_the_definition():
         pad = (k // 2, k // 2)
         out = K.conv2d_forward(x, w, None, (stride, stride), pad, (1, 1), 24)
         assert_close(out, reference_conv2d(x, w, None, (stride, stride), pad, (1, 1), 24), f"{k}x{k} s{stride}")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_wide_groups_of_regnet_match_torch(torch, dtype):
+    """RegNet-Y's widest groups (264 and 528 channels: K = 2376 and 4752 taps, many tile panels) at 7x7,
+    stride 1 and 2, forward and both gradients."""
+    rng = np.random.default_rng(5)
+    for c, groups, stride in ((528, 2, 1), (1056, 4, 2)):
+        x = rng.standard_normal((1, c, 7, 7)).astype(dtype)
+        w = (rng.standard_normal((c, c // groups, 3, 3)) / 50).astype(dtype)
+        tx, tw = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
+        ref = torch.nn.functional.conv2d(tx, tw, None, stride, 1, 1, groups)
+        g = rng.standard_normal(ref.shape).astype(dtype)
+        ref.backward(torch.tensor(g))
+        s, p, d = (stride, stride), (1, 1), (1, 1)
+        assert_close(K.conv2d_forward(x, w, None, s, p, d, groups), ref.detach().numpy(), f"forward {c}/{groups}",
+                     **TOL[dtype])
+        assert_close(K.conv2d_backward_input(g, x.shape, w, s, p, d, groups), tx.grad.numpy(), "gx", **TOL[dtype])
+        assert_close(K.conv2d_backward_weight(g, x, w.shape, s, p, d, groups), tw.grad.numpy(), "gw", **TOL[dtype])

@@ -50,7 +50,13 @@ def workload(seed=0):
     p = K.conv2d_forward(bx, w1, None, (1, 1), (0, 0), (1, 1), 1)
     pw = K.conv2d_backward_weight(p, bx, w1.shape, (1, 1), (0, 0), (1, 1), 1)
     px = K.conv2d_backward_input(p, bx.shape, w1, (1, 1), (0, 0), (1, 1), 1)
+    # grouped (RegNet's group width 8), stride 2: forward, input gradient (spread out) and weight gradient
+    wg = rng.standard_normal((64, 8, 3, 3)).astype(np.float32)
+    q = K.conv2d_forward(p, wg, None, (2, 2), (1, 1), (1, 1), 8)
+    qx = K.conv2d_backward_input(q, p.shape, wg, (2, 2), (1, 1), (1, 1), 8)
+    qw = K.conv2d_backward_weight(q, p, wg.shape, (2, 2), (1, 1), (1, 1), 8)
     return [y, gx, gw, z, mean, var, bx, bw, A.forward(bx, "silu"), A.backward(bx, A.forward(bx, "sigmoid"), "sigmoid"), p, pw, px,
+            q, qx, qw,
             *inference_workload(rng)]
 
 
@@ -61,7 +67,7 @@ def _channels_last(shape, rng):
 
 def inference_workload(rng):
     """The fused inference kernels: both matrix-product tiles with the residual, the implicit dense
-    convolution, depthwise rows read in place (wide) and from a padded band (narrow), and SE."""
+    convolution, depthwise rows read in place (wide) and from a padded band (narrow), grouped, and SE."""
     def norm(c):
         return (rng.standard_normal(c).astype(np.float32), rng.uniform(0.5, 2, c).astype(np.float32),
                 rng.standard_normal(c).astype(np.float32), rng.standard_normal(c).astype(np.float32), 1e-3)
@@ -72,7 +78,8 @@ def inference_workload(rng):
                                         ((2, 3, 35, 33), 16, 3, 2, 1),  # the stem
                                         ((1, 40, 36, 40), 40, 3, 1, 40),  # depthwise, wide
                                         ((1, 24, 70, 68), 24, 5, 2, 24),  # depthwise, wide, stride 2
-                                        ((2, 56, 14, 14), 56, 5, 1, 56)):  # depthwise, narrow
+                                        ((2, 56, 14, 14), 56, 5, 1, 56),  # depthwise, narrow
+                                        ((2, 48, 15, 13), 48, 3, 2, 6)):  # grouped
         x = _channels_last(shape, rng)
         w = rng.standard_normal((o, shape[1] // groups, k, k)).astype(np.float32)
         pad = (k // 2, k // 2)

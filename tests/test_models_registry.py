@@ -11,12 +11,14 @@ from excite.errors import InvalidArgumentError
 ALL_MODELS = [
     "efficientnet_b0", "efficientnet_b1", "efficientnet_b2", "efficientnet_b3", "efficientnet_b4",
     "efficientnet_b5", "efficientnet_b6", "efficientnet_b7", "efficientnet_v2_l", "efficientnet_v2_m",
-    "efficientnet_v2_s", "mobilenet_v3_digits", "mobilenet_v3_large", "mobilenet_v3_small",
+    "efficientnet_v2_s", "maxvit_t", "mobilenet_v3_digits", "mobilenet_v3_large", "mobilenet_v3_small",
+    "regnet_y_128gf", "regnet_y_16gf", "regnet_y_1_6gf", "regnet_y_32gf", "regnet_y_3_2gf", "regnet_y_400mf",
+    "regnet_y_800mf", "regnet_y_8gf",
 ]
 TORCHVISION_MODELS = [name for name in ALL_MODELS if name != "mobilenet_v3_digits"]  # the digits net is excite's
 
 
-def test_list_models_shows_the_13_torchvision_networks_and_the_digits_net():
+def test_list_models_shows_the_22_torchvision_networks_and_the_digits_net():
     assert exm.list_models() == ALL_MODELS
     assert ex.vision.models.list_models(module=ex.vision.models) == ALL_MODELS
 
@@ -24,6 +26,7 @@ def test_list_models_shows_the_13_torchvision_networks_and_the_digits_net():
 def test_list_models_filters_like_torchvision(torchvision):
     ours = set(ALL_MODELS)
     for include, exclude in [("efficientnet*", None), (["mobilenet*", "*_b?"], None), (None, "*v2*"),
+                             ("regnet_y_*", "*gf"),
                              ("efficientnet_*", ["*_b1", "*_v2_?"]), ("nothing*", None)]:
         theirs = [n for n in torchvision.models.list_models(include=include, exclude=exclude) if n in ours]
         mine = [n for n in exm.list_models(include=include, exclude=exclude) if n in TORCHVISION_MODELS]
@@ -56,6 +59,8 @@ def test_unknown_model_names_close_matches():
 def test_exports():
     for name in ["MobileNetV3", "EfficientNet", "InvertedResidual", "MBConv", "FusedMBConv", "MBConvConfig",
                  "FusedMBConvConfig", "InvertedResidualConfig", "get_model", "list_models", "get_model_builder",
+                 "RegNet", "SimpleStemIN", "BottleneckTransform", "ResBottleneckBlock", "AnyStage", "BlockParams",
+                 "MaxVit",
                  *ALL_MODELS]:
         assert hasattr(exm, name), name
     assert ex.vision.models is exm

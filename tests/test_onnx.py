@@ -24,6 +24,7 @@ RESOLUTION = {
     "efficientnet_b0": 64, "efficientnet_b1": 64, "efficientnet_b2": 64, "efficientnet_b3": 64,
     "efficientnet_b4": 48, "efficientnet_b5": 48, "efficientnet_b6": 48, "efficientnet_b7": 48,
     "efficientnet_v2_s": 64, "efficientnet_v2_m": 48, "efficientnet_v2_l": 48,
+    "regnet_y_400mf": 64, "regnet_y_1_6gf": 48,
 }
 
 

@@ -24,7 +24,9 @@ from excite.io import hub
 from excite.vision import weights
 
 MODELS = ["mobilenet_v3_small", "mobilenet_v3_large"] + [f"efficientnet_b{i}" for i in range(8)] + \
-    ["efficientnet_v2_s", "efficientnet_v2_m", "efficientnet_v2_l"]
+    ["efficientnet_v2_s", "efficientnet_v2_m", "efficientnet_v2_l"] + \
+    [f"regnet_y_{size}" for size in ("400mf", "800mf", "1_6gf", "3_2gf", "8gf", "16gf", "32gf", "128gf")] + \
+    ["maxvit_t"]
 
 
 # ===== the registry against torchvision ====================================================
@@ -43,6 +45,7 @@ def test_registry_matches_torchvision(torchvision, model):
         assert list(entry.meta["categories"]) == reference.meta["categories"]
         for key in ("num_params", "min_size", "recipe", "_metrics", "_ops", "_file_size"):
             assert entry.meta[key] == reference.meta[key], key
+        assert entry.meta.get("license") == reference.meta.get("license")  # the SWAG weights carry one
         ours_t, theirs_t = entry.transforms(), reference.transforms()
         assert (ours_t.crop_size, ours_t.resize_size, ours_t.mean, ours_t.std, ours_t.antialias) == \
             (theirs_t.crop_size, theirs_t.resize_size, theirs_t.mean, theirs_t.std, theirs_t.antialias)
@@ -50,7 +53,8 @@ def test_registry_matches_torchvision(torchvision, model):
         assert repr(ours_t) == repr(theirs_t)
 
 
-@pytest.mark.parametrize("model, entry", [("efficientnet_b0", "IMAGENET1K_V1"), ("mobilenet_v3_large", "IMAGENET1K_V2")])
+@pytest.mark.parametrize("model, entry", [("efficientnet_b0", "IMAGENET1K_V1"), ("mobilenet_v3_large", "IMAGENET1K_V2"),
+                                          ("regnet_y_16gf", "IMAGENET1K_SWAG_E2E_V1")])
 def test_preprocessing_matches_torchvision(torchvision, model, entry):
     rng = np.random.default_rng(0)
     image = Image.fromarray(rng.integers(0, 256, (300, 280, 3), dtype=np.uint8))

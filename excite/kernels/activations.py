@@ -140,6 +140,21 @@ def _silu_onnx(emit, x, constant):
     return emit("Mul", x, emit("Sigmoid", x))
 
 
+def _gelu_onnx(emit, x, constant):
+    # x * 0.5 * (1 + erf(x / sqrt(2))): Erf exists from opset 9 (Gelu only from 20)
+    erf = emit("Erf", emit("Mul", x, constant(_SQRT_HALF)))
+    return emit("Mul", emit("Mul", x, constant(0.5)), emit("Add", erf, constant(1.0)))
+
+
+def _gelu_tanh_onnx(emit, x, constant):
+    cube = emit("Mul", emit("Mul", x, x), x)
+    inner = emit("Mul", emit("Add", x, emit("Mul", cube, constant(_GELU_KAPPA))), constant(_GELU_BETA))
+    return emit("Mul", emit("Mul", x, constant(0.5)), emit("Add", emit("Tanh", inner), constant(1.0)))
+
+
+_SQRT_HALF, _GELU_BETA, _GELU_KAPPA = 0.7071067811865476, 0.7978845608028654, 0.044715  # 1/sqrt(2), sqrt(2/pi)
+_GELU_TANH_INNER = f"tanh({_GELU_BETA} * (x + {_GELU_KAPPA} * x * x * x))"
+
 _BUILTINS = (
     Activation("relu", "ReLU", forward="where(x <= 0, 0, x)", derivative="where(x <= 0, 0, 1)",
                onnx=_unary("Relu"), doc="max(x, 0)"),
@@ -162,7 +177,20 @@ _BUILTINS = (
                show_inplace=False, doc="x * relu6(x + 3) / 6"),
     Activation("silu", "SiLU", forward="x / (1 + exp(-x))", derivative="sigmoid(x) * (1 + x * (1 - sigmoid(x)))",
                onnx=_silu_onnx, doc="x * sigmoid(x) (also called swish)"),
+    # nn.GELU(approximate='none'): x * Phi(x), Phi the standard normal CDF (torch's erf form and derivative);
+    # "+ 0 * x" is NaN at +inf only, where torch's vectorised erf gives NaN too
+    Activation("gelu", "GELU", forward=f"x * 0.5 * (1 + erf(x * {_SQRT_HALF})) + 0 * x",
+               derivative=f"0.5 * (1 + erf(x * {_SQRT_HALF})) + x * 0.3989422804014327 * exp(-0.5 * x * x)",
+               onnx=_gelu_onnx, inplace_argument=False, doc="x * 0.5 * (1 + erf(x / sqrt(2)))"),
 )
 for _record in _BUILTINS:
     register(replace(_record, builtin=True))
 del _record
+
+# nn.GELU(approximate='tanh') / F.gelu(approximate='tanh'), which have no module or functional of their own; not
+# compiled into the kernels (MaxViT uses the erf form): their epilogues apply it afterwards, in NumPy
+register(Activation("_gelu_tanh", "_GELUTanh", forward=f"0.5 * x * (1 + {_GELU_TANH_INNER})",
+                    derivative=f"0.5 * (1 + {_GELU_TANH_INNER}) + 0.5 * x * (1 - {_GELU_TANH_INNER} * "
+                               f"{_GELU_TANH_INNER}) * {_GELU_BETA} * (1 + {3 * _GELU_KAPPA} * x * x)",
+                    onnx=_gelu_tanh_onnx, inplace_argument=False,
+                    doc="0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x^3)))"))

@@ -8,7 +8,10 @@ Which algorithm runs depends on the convolution's kind:
   slice first), the gradients as products too;
 - other dense: the compiled implicit product, taps gathered from a padded copy (`gemm.conv_dense`);
   its gradients per-image im2col + BLAS;
-- grouped: per-group im2col views + BLAS in NCHW.
+- grouped: per group, the implicit product of the dense case on the group's channels (`grouped`;
+  groups of 8 or 16 channels in and out packed several to a vector); the input gradient is the
+  forward convolution of the (spread-out, for stride 2) gradient with the flipped, transposed
+  kernel, the weight gradient a product of gathered taps; other dtypes per-group im2col + BLAS.
 float32 / float64 take the compiled paths; other dtypes im2col + BLAS (`blas.matmul`). The first
 three return channels-last arrays (see `layout`); every kernel accepts any layout.
 
@@ -27,6 +30,7 @@ from .layout import from_nhwc, is_channels_last, nhwc
 from .threads import LazyModule
 
 depthwise_cl = LazyModule("depthwise_cl")  # compiled kernels: numba loads on first use
+grouped = LazyModule("grouped")
 DEPTHWISE_TASKS = 8  # forward tasks per call at least (bands of rows when the batch is small)
 
 
@@ -89,7 +93,9 @@ class Conv2dPlan:
         self.activation = None if kind == IDENTITY else activation
         compiled = pointwise.supported(np.empty(0, dtype), w)
         # the bias rides in the epilogue's shift where a compiled kernel has an epilogue
-        if scale is not None or shift is not None or kind != IDENTITY or (bias is not None and groups == 1 and compiled):
+        grouped_compiled = groups > 1 and not is_depthwise(c, w.shape, groups) and compiled
+        if (scale is not None or shift is not None or kind != IDENTITY
+                or (bias is not None and (groups == 1 or grouped_compiled) and compiled)):
             scale, shift = _with_bias(scale, shift, bias, o, dtype)
             bias = None
         self.scale, self.shift = scale, shift
@@ -114,6 +120,12 @@ class Conv2dPlan:
             self.kernel_shift = np.zeros(o, dtype) if shift is None else shift
             self.taps = _tap_offsets(x_shape, kh, kw, padding, dilation, channels_last, dtype)
             self.work_ns = n * oh * ow * o * c * kh * kw * pointwise.NS_PER_MADD
+        elif grouped_compiled:
+            self.path = "grouped_compiled"
+            self.packed, self.b = _grouped_weights(w, groups)
+            self.kernel_scale = np.ones(o, dtype) if scale is None else scale
+            self.kernel_shift = np.zeros(o, dtype) if shift is None else shift
+            self.work_ns = n * oh * ow * o * cg * kh * kw * pointwise.NS_PER_MADD
         else:
             self.path = "dense_plain" if groups == 1 else "grouped"
 
@@ -122,7 +134,7 @@ class Conv2dPlan:
         x = x.astype(self.dtype, copy=False)
         if residual is not None and residual.shape != self.out_shape:
             raise ValueError(f"residual must have the output's shape {self.out_shape}, got {residual.shape}")
-        if out is None and self.path in ("depthwise", "pointwise", "dense"):
+        if out is None and self.path in ("depthwise", "pointwise", "dense", "grouped_compiled"):
             out = buffers.empty((n, oh, ow, o), self.dtype)
         epilogue_done = residual_done = False
         if self.path == "depthwise":
@@ -140,6 +152,10 @@ class Conv2dPlan:
             xp, (sn, sh, sw) = _zero_padded_input(x, self.padding)
             pointwise.gemm.conv_dense(xp, self.taps, self.b, out, self.kernel_scale, self.kernel_shift, self.kind,
                                       sn, self.stride[0] * sh, self.stride[1] * sw, work_ns=self.work_ns)
+            result, epilogue_done = from_nhwc(out), True
+        elif self.path == "grouped_compiled":
+            _grouped_run(x, self.w.shape, self.packed, self.b, self.stride, self.padding, self.dilation, out,
+                         self.kernel_scale, self.kernel_shift, self.kind, self.work_ns)
             result, epilogue_done = from_nhwc(out), True
         elif self.path == "dense_plain":
             result = from_nhwc(_dense_forward(x, self.w, self.stride, self.padding, self.dilation, oh, ow))
@@ -183,6 +199,10 @@ def conv2d_backward_input(grad, x_shape, w, stride, padding, dilation, groups):
         if kh == kw == 1 and padding == (0, 0):
             return from_nhwc(_pointwise_backward_input(grad, x_shape, w, stride))
         return from_nhwc(_dense_backward_input(grad, x_shape, w, stride, padding, dilation))
+    if pointwise.supported(grad, w):
+        gx = _grouped_backward_input_cl(grad, x_shape, w, stride, padding, dilation, groups)
+        if gx is not None:
+            return from_nhwc(gx)
     return _grouped_backward_input(grad, x_shape, w, stride, padding, dilation, groups)
 
 
@@ -198,6 +218,8 @@ def conv2d_backward_weight(grad, x, w_shape, stride, padding, dilation, groups):
         if kh == kw == 1 and padding == (0, 0):
             return _pointwise_backward_weight(grad, x, w_shape, stride)
         return _dense_backward_weight(grad, x, w_shape, stride, padding, dilation)
+    if pointwise.supported(grad, x):
+        return _grouped_backward_weight_cl(grad, x, w_shape, stride, padding, dilation, groups)
     return _grouped_backward_weight(grad, x, w_shape, stride, padding, dilation, groups)
 
 
@@ -460,7 +482,105 @@ def _dense_backward_weight(grad, x, w_shape, stride, padding, dilation):
     return np.ascontiguousarray(total.reshape(o, kh, kw, c).transpose(0, 3, 1, 2))
 
 
-# ----- grouped convolutions (neither dense nor depthwise): NCHW im2col per group -------------
+# ----- grouped convolutions (neither dense nor depthwise): compiled, channels-last ------------
+def _group_padded_taps(x, cg, kh, kw, padding, dilation):
+    """(flat zero-padded channels-last copy of x, element offsets of one image / row / column in it,
+    and the offsets of one group's taps in (channel, kernel row, kernel column) order)."""
+    ph, pw = padding
+    xp = _zero_padded(nhwc(x), ((0, 0), (ph, ph), (pw, pw), (0, 0)))
+    sn, sh, sw, sc = (v // xp.itemsize for v in xp.strides)
+    taps = (np.arange(cg)[:, None, None] * sc + np.arange(kh)[None, :, None] * (dilation[0] * sh)
+            + np.arange(kw)[None, None, :] * (dilation[1] * sw))
+    return xp.reshape(-1), (sn, sh, sw), taps.reshape(-1).astype(np.int64)
+
+
+def _packed_weights(w, lanes):
+    """[O, W, KH, KW] -> [blocks, KH*KW, W, lanes]: per vector of output channels, per tap and input
+    channel of the group, the vector of weights (zeros past the last output channel)."""
+    o, width, kh, kw = w.shape
+    blocks = -(-o // lanes)
+    b = np.zeros((blocks * lanes, kh * kw, width), w.dtype)
+    b[:o] = w.reshape(o, width, kh * kw).transpose(0, 2, 1)
+    return np.ascontiguousarray(b.reshape(blocks, lanes, kh * kw, width).transpose(0, 2, 3, 1))
+
+
+def _grouped_weights(w, groups):
+    """(packed, weights): the packed tile's [blocks, KH*KW, W, lanes] for groups of 8 or 16 channels in and
+    out that divide a vector, else each group's transposed weight [G, CG*KH*KW, OG]."""
+    o, cg, kh, kw = w.shape
+    og = o // groups
+    lanes = grouped.VECTOR_BYTES // w.itemsize
+    if og == cg and cg in grouped.PACKED_WIDTHS and lanes % cg == 0:
+        return True, _packed_weights(w, lanes)
+    b = np.empty((groups, cg * kh * kw, og), w.dtype)
+    np.copyto(b, w.reshape(groups, og, cg * kh * kw).transpose(0, 2, 1))
+    return False, b
+
+
+def _grouped_run(x, w_shape, packed, b, stride, padding, dilation, out, scale, shift, kind, work_ns):
+    """out [N, OH, OW, O] = act(grouped conv * scale + shift), with `_grouped_weights`' operands."""
+    o, cg, kh, kw = w_shape
+    xp, (sn, sh, sw), taps = _group_padded_taps(x, 1 if packed else cg, kh, kw, padding, dilation)
+    run = grouped.grouped_forward_packed if packed else grouped.grouped_forward
+    run(xp, taps, b, out, scale, shift, kind, sn, stride[0] * sh, stride[1] * sw, cg, work_ns=work_ns)
+    return out
+
+
+def grouped_forward_cl(x, w, stride, padding, dilation, groups, oh, ow, scale=None, shift=None, kind=IDENTITY):
+    """[N, OH, OW, O] = act(grouped conv * scale + shift) (float32 / float64, ``x`` and ``w`` alike)."""
+    n = x.shape[0]
+    o, cg, kh, kw = w.shape
+    packed, b = _grouped_weights(w, groups)
+    scale = np.ones(o, x.dtype) if scale is None else np.ascontiguousarray(scale, dtype=x.dtype)
+    shift = np.zeros(o, x.dtype) if shift is None else np.ascontiguousarray(shift, dtype=x.dtype)
+    out = buffers.empty((n, oh, ow, o), x.dtype)
+    return _grouped_run(x, w.shape, packed, b, stride, padding, dilation, out, scale, shift, kind,
+                        out.size * cg * kh * kw * pointwise.NS_PER_MADD)
+
+
+def _grouped_backward_input_cl(grad, x_shape, w, stride, padding, dilation, groups):
+    """[N, H, W, C]: the stride-1 grouped convolution of the (spread-out) gradient with the flipped
+    kernel, each group's input and output channels swapped; None where the flipped padding is negative."""
+    n, c, h, wd = x_shape
+    o, cg, kh, kw = w.shape
+    og = o // groups
+    flipped_padding = ((kh - 1) * dilation[0] - padding[0], (kw - 1) * dilation[1] - padding[1])
+    if min(flipped_padding) < 0:
+        return None
+    g = nhwc(grad)
+    if stride != (1, 1):
+        oh, ow = g.shape[1:3]
+        rows = h - 2 * flipped_padding[0] + (kh - 1) * dilation[0]  # a stride-1 conv of these gives h rows
+        cols = wd - 2 * flipped_padding[1] + (kw - 1) * dilation[1]
+        spread = buffers.zeros((n, rows, cols, o), g.dtype)
+        spread[:, :(oh - 1) * stride[0] + 1:stride[0], :(ow - 1) * stride[1] + 1:stride[1]] = g
+        g = spread
+    transposed = w.reshape(groups, og, cg, kh, kw).transpose(0, 2, 1, 3, 4)[..., ::-1, ::-1]
+    return grouped_forward_cl(from_nhwc(g), transposed.reshape(groups * cg, og, kh, kw), (1, 1), flipped_padding,
+                              dilation, groups, h, wd)
+
+
+def _grouped_backward_weight_cl(grad, x, w_shape, stride, padding, dilation, groups):
+    """Per group, grad.T @ the gathered taps of the group's input channels, summed over fixed pixel chunks."""
+    o, cg, kh, kw = w_shape
+    og, k = o // groups, cg * kh * kw
+    g = nhwc(grad.astype(x.dtype, copy=False))
+    n, oh, ow = g.shape[:3]
+    xp, (sn, sh, sw), taps = _group_padded_taps(x, cg, kh, kw, padding, dilation)
+    rows = buffers.empty((n * oh * ow, groups * k), x.dtype)
+    grouped.gather_group_taps(xp, taps, rows, sn, stride[0] * sh, stride[1] * sw, oh, ow, cg,
+                              work_ns=rows.size * 0.5)
+    pixels = rows.shape[0]
+    chunks = max(1, min(pointwise.GRADIENT_CHUNKS, pixels // 64))
+    partial = np.empty((chunks, groups, og, k), x.dtype)
+    k_block = max(8, pointwise.GRADIENT_BLOCK_BYTES // ((og + k) * x.itemsize))
+    grouped.grouped_weight_gradient(g.reshape(-1, o), rows, partial, k_block,
+                                    work_ns=pixels * o * k * pointwise.NS_PER_MADD)
+    total = partial[0] if chunks == 1 else partial.sum(axis=0)
+    return total.reshape(w_shape)
+
+
+# ----- grouped convolutions, other dtypes: NCHW im2col per group --------------------------------
 def _pad(x, ph, pw):
     if ph == 0 and pw == 0:
         return x

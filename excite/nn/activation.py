@@ -75,13 +75,32 @@ def module_record(module):
     that overrides ``forward``)."""
     cls = type(module)
     if issubclass(cls, ActivationModule) and cls.forward is ActivationModule.forward:
-        return activations.get(cls.activation)
+        return activations.get(module.activation)  # GELU picks its record per instance
     return None
 
 
 for _record in activations.records():
     globals()[_record.module] = activation_module(_record)
 del _record
+
+
+class GELU(ActivationModule):
+    """``torch.nn.GELU``: ``x * Phi(x)`` (``approximate='none'``, the erf form) or its tanh approximation
+    (``approximate='tanh'``)."""
+
+    def __init__(self, approximate="none"):
+        super().__init__()
+        del self.inplace
+        if approximate not in _GELU:
+            raise InvalidArgumentError(f"GELU: approximate must be 'none' or 'tanh', got {approximate!r}")
+        self.approximate = approximate
+        self.activation = _GELU[approximate]
+
+    def extra_repr(self):
+        return f"approximate={self.approximate!r}"
+
+
+_GELU = {"none": "gelu", "tanh": "_gelu_tanh"}
 
 
 class Softmax(Module):

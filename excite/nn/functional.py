@@ -43,6 +43,27 @@ for _record in activations.records():
 del _record
 
 
+def gelu(input, approximate="none"):
+    """``torch.nn.functional.gelu``: ``x * Phi(x)``, or its tanh approximation (``approximate='tanh'``)."""
+    if approximate not in ("none", "tanh"):
+        raise InvalidArgumentError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+    return fn.Activation.apply(input, "gelu" if approximate == "none" else "_gelu_tanh")
+
+
+def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """``torch.nn.functional.layer_norm``: normalise over the last ``len(normalized_shape)`` dims."""
+    _require_float(input, "layer_norm")
+    shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    if not shape or tuple(input.shape[input.ndim - len(shape):]) != shape or input.ndim < len(shape):
+        raise ShapeError(f"layer_norm: expected input with shape [*, {', '.join(map(str, shape))}], got "
+                         f"{shape_str(input.shape)}")
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is not None and tuple(t.shape) != shape:
+            raise ShapeError(f"layer_norm: {name} must have shape {shape_str(shape)}, got {shape_str(t.shape)}")
+    _check_same_dtype("layer_norm", input, ("weight", weight), ("bias", bias))
+    return fn.LayerNorm.apply(input, weight, bias, normalized_ndim=len(shape), eps=float(eps))
+
+
 def softmax(input, dim):
     return fn.Softmax.apply(input, dim=dim)
 

@@ -63,11 +63,21 @@ def _calculate_correct_fan(tensor, mode):
     return fan_in if mode == "fan_in" else fan_out
 
 
+def _single(tensor):
+    # float32 tensors get float32 draws: several times faster, which matters for RegNet-Y 128GF's 645M weights
+    return tensor.data.dtype == np.float32
+
+
 def uniform_(tensor, a=0.0, b=1.0, generator=None):
+    if _single(tensor):
+        return _fill(tensor, _rng(generator).random(tensor.shape, dtype=np.float32) * np.float32(b - a) + np.float32(a))
     return _fill(tensor, _rng(generator).uniform(a, b, tensor.shape))
 
 
 def normal_(tensor, mean=0.0, std=1.0, generator=None):
+    if _single(tensor):
+        return _fill(tensor, _rng(generator).standard_normal(tensor.shape, dtype=np.float32) * np.float32(std)
+                     + np.float32(mean))
     return _fill(tensor, _rng(generator).normal(mean, std, tensor.shape))
 
 

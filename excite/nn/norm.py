@@ -1,4 +1,4 @@
-"""Batch normalisation layers (`BatchNorm1d`, `BatchNorm2d`) with torch's buffers, updates and repr."""
+"""Normalisation layers (`BatchNorm1d`, `BatchNorm2d`, `LayerNorm`) with torch's parameters, buffers, updates and repr."""
 import numpy as np
 
 from ..errors import ShapeError, shape_str
@@ -107,3 +107,38 @@ class BatchNorm1d(_BatchNorm):
         if input.ndim not in (2, 3):
             raise ShapeError(f"BatchNorm1d expects a 2D or 3D input [N, {self.num_features}(, L)], "
                              f"got {input.ndim}D input of shape {shape_str(input.shape)}")
+
+
+class LayerNorm(Module):
+    """``torch.nn.LayerNorm``: normalise each sample over its last ``len(normalized_shape)`` dims."""
+
+    def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True, device=None, dtype=None):
+        super().__init__()
+        if isinstance(normalized_shape, (int, np.integer)):
+            normalized_shape = (normalized_shape,)
+        self.normalized_shape = tuple(int(s) for s in normalized_shape)
+        self.eps = eps
+        self.elementwise_affine = elementwise_affine
+        if elementwise_affine:
+            self.weight = Parameter(factory_array(self.normalized_shape, device, dtype))
+            if bias:
+                self.bias = Parameter(factory_array(self.normalized_shape, device, dtype))
+            else:
+                self.register_parameter("bias", None)
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        if self.elementwise_affine:
+            init.ones_(self.weight)
+            if self.bias is not None:
+                init.zeros_(self.bias)
+
+    def forward(self, input):
+        return F.layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
+
+    def extra_repr(self):
+        return ("{normalized_shape}, eps={eps}, elementwise_affine={elementwise_affine}, "
+                "bias={use_bias}".format(**self.__dict__, use_bias=self.bias is not None))

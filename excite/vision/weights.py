@@ -13,6 +13,16 @@ _RECIPE_V1 = "https://github.com/pytorch/vision/tree/main/references/classificat
 _RECIPE_V2 = "https://github.com/pytorch/vision/tree/main/references/classification#efficientnet-v2"
 _RECIPE_MOBILENET = "https://github.com/pytorch/vision/tree/main/references/classification#mobilenetv3-large--small"
 _PORTED = "These weights are ported from the original paper."
+_RECIPE_REGNET = "https://github.com/pytorch/vision/tree/main/references/classification#{}-models"
+_RECIPE_NEW = "https://github.com/pytorch/vision/issues/3995#new-recipe"
+_RECIPE_SWAG = "https://github.com/facebookresearch/SWAG"
+_RECIPE_SWAG_LINEAR = "https://github.com/pytorch/vision/pull/5793"
+_SWAG_LICENSE = "https://github.com/facebookresearch/SWAG/blob/main/LICENSE"
+_SIMPLE_RECIPE = "These weights reproduce closely the results of the paper using a simple training recipe."
+_SWAG_E2E = ("These weights are learnt via transfer learning by end-to-end fine-tuning the original SWAG weights on "
+             "ImageNet-1K data.")
+_SWAG_LINEAR = ("These weights are composed of the original frozen SWAG trunk weights and a linear classifier learnt "
+                "on top of them trained on ImageNet-1K data.")
 _NEW_RECIPE = ("These weights improve upon the results of the original paper by using a modified version of "
                "TorchVision's new training recipe.")
 
@@ -176,8 +186,63 @@ _TABLE = [
      480, 480, "bilinear", 54139356, (33, 33), 85.112, 97.156, 24.582, 208.01, _RECIPE_V2, _NEW_RECIPE),
     ("efficientnet_v2_l", "EfficientNet_V2_L_Weights", "IMAGENET1K_V1", "efficientnet_v2_l-59c71312.pth",
      480, 480, "bicubic", 118515272, (33, 33), 85.808, 97.788, 56.08, 454.573, _RECIPE_V2, _PORTED),
+    ("regnet_y_400mf", "RegNet_Y_400MF_Weights", "IMAGENET1K_V1", "regnet_y_400mf-c65dace8.pth",
+     224, 256, "bilinear", 4344144, (1, 1), 74.046, 91.716, 0.402, 16.806, _RECIPE_REGNET.format("small"),
+     _SIMPLE_RECIPE),
+    ("regnet_y_400mf", "RegNet_Y_400MF_Weights", "IMAGENET1K_V2", "regnet_y_400mf-e6988f5f.pth",
+     224, 232, "bilinear", 4344144, (1, 1), 75.804, 92.742, 0.402, 16.806, _RECIPE_NEW, _NEW_RECIPE),
+    ("regnet_y_800mf", "RegNet_Y_800MF_Weights", "IMAGENET1K_V1", "regnet_y_800mf-1b27b58c.pth",
+     224, 256, "bilinear", 6432512, (1, 1), 76.42, 93.136, 0.834, 24.774, _RECIPE_REGNET.format("small"),
+     _SIMPLE_RECIPE),
+    ("regnet_y_800mf", "RegNet_Y_800MF_Weights", "IMAGENET1K_V2", "regnet_y_800mf-58fc7688.pth",
+     224, 232, "bilinear", 6432512, (1, 1), 78.828, 94.502, 0.834, 24.774, _RECIPE_NEW, _NEW_RECIPE),
+    ("regnet_y_1_6gf", "RegNet_Y_1_6GF_Weights", "IMAGENET1K_V1", "regnet_y_1_6gf-b11a554e.pth",
+     224, 256, "bilinear", 11202430, (1, 1), 77.95, 93.966, 1.612, 43.152, _RECIPE_REGNET.format("small"),
+     _SIMPLE_RECIPE),
+    ("regnet_y_1_6gf", "RegNet_Y_1_6GF_Weights", "IMAGENET1K_V2", "regnet_y_1_6gf-0d7bc02a.pth",
+     224, 232, "bilinear", 11202430, (1, 1), 80.876, 95.444, 1.612, 43.152, _RECIPE_NEW, _NEW_RECIPE),
+    ("regnet_y_3_2gf", "RegNet_Y_3_2GF_Weights", "IMAGENET1K_V1", "regnet_y_3_2gf-b5a9779c.pth",
+     224, 256, "bilinear", 19436338, (1, 1), 78.948, 94.576, 3.176, 74.567, _RECIPE_REGNET.format("medium"),
+     _SIMPLE_RECIPE),
+    ("regnet_y_3_2gf", "RegNet_Y_3_2GF_Weights", "IMAGENET1K_V2", "regnet_y_3_2gf-9180c971.pth",
+     224, 232, "bilinear", 19436338, (1, 1), 81.982, 95.972, 3.176, 74.567, _RECIPE_NEW, _NEW_RECIPE),
+    ("regnet_y_8gf", "RegNet_Y_8GF_Weights", "IMAGENET1K_V1", "regnet_y_8gf-d0d0e4a8.pth",
+     224, 256, "bilinear", 39381472, (1, 1), 80.032, 95.048, 8.473, 150.701, _RECIPE_REGNET.format("medium"),
+     _SIMPLE_RECIPE),
+    ("regnet_y_8gf", "RegNet_Y_8GF_Weights", "IMAGENET1K_V2", "regnet_y_8gf-dc2b1b54.pth",
+     224, 232, "bilinear", 39381472, (1, 1), 82.828, 96.33, 8.473, 150.701, _RECIPE_NEW, _NEW_RECIPE),
+    ("regnet_y_16gf", "RegNet_Y_16GF_Weights", "IMAGENET1K_V1", "regnet_y_16gf-9e6ed7dd.pth",
+     224, 256, "bilinear", 83590140, (1, 1), 80.424, 95.24, 15.912, 319.49, _RECIPE_REGNET.format("large"),
+     _SIMPLE_RECIPE),
+    ("regnet_y_16gf", "RegNet_Y_16GF_Weights", "IMAGENET1K_V2", "regnet_y_16gf-3e4a00f9.pth",
+     224, 232, "bilinear", 83590140, (1, 1), 82.886, 96.328, 15.912, 319.49, _RECIPE_NEW, _NEW_RECIPE),
+    ("regnet_y_16gf", "RegNet_Y_16GF_Weights", "IMAGENET1K_SWAG_E2E_V1", "regnet_y_16gf_swag-43afe44d.pth",
+     384, 384, "bicubic", 83590140, (1, 1), 86.012, 98.054, 46.735, 319.49, _RECIPE_SWAG, _SWAG_E2E),
+    ("regnet_y_16gf", "RegNet_Y_16GF_Weights", "IMAGENET1K_SWAG_LINEAR_V1", "regnet_y_16gf_lc_swag-f3ec0043.pth",
+     224, 224, "bicubic", 83590140, (1, 1), 83.976, 97.244, 15.912, 319.49, _RECIPE_SWAG_LINEAR, _SWAG_LINEAR),
+    ("regnet_y_32gf", "RegNet_Y_32GF_Weights", "IMAGENET1K_V1", "regnet_y_32gf-4dee3f7a.pth",
+     224, 256, "bilinear", 145046770, (1, 1), 80.878, 95.34, 32.28, 554.076, _RECIPE_REGNET.format("large"),
+     _SIMPLE_RECIPE),
+    ("regnet_y_32gf", "RegNet_Y_32GF_Weights", "IMAGENET1K_V2", "regnet_y_32gf-8db6d4b5.pth",
+     224, 232, "bilinear", 145046770, (1, 1), 83.368, 96.498, 32.28, 554.076, _RECIPE_NEW, _NEW_RECIPE),
+    ("regnet_y_32gf", "RegNet_Y_32GF_Weights", "IMAGENET1K_SWAG_E2E_V1", "regnet_y_32gf_swag-04fdfa75.pth",
+     384, 384, "bicubic", 145046770, (1, 1), 86.838, 98.362, 94.826, 554.076, _RECIPE_SWAG, _SWAG_E2E),
+    ("regnet_y_32gf", "RegNet_Y_32GF_Weights", "IMAGENET1K_SWAG_LINEAR_V1", "regnet_y_32gf_lc_swag-e1583746.pth",
+     224, 224, "bicubic", 145046770, (1, 1), 84.622, 97.48, 32.28, 554.076, _RECIPE_SWAG_LINEAR, _SWAG_LINEAR),
+    ("regnet_y_128gf", "RegNet_Y_128GF_Weights", "IMAGENET1K_SWAG_E2E_V1", "regnet_y_128gf_swag-c8ce3e52.pth",
+     384, 384, "bicubic", 644812894, (1, 1), 88.228, 98.682, 374.57, 2461.564, _RECIPE_SWAG, _SWAG_E2E),
+    ("regnet_y_128gf", "RegNet_Y_128GF_Weights", "IMAGENET1K_SWAG_LINEAR_V1", "regnet_y_128gf_lc_swag-cbe8ce12.pth",
+     224, 224, "bicubic", 644812894, (1, 1), 86.068, 97.844, 127.518, 2461.564, _RECIPE_SWAG_LINEAR, _SWAG_LINEAR),
+    ("maxvit_t", "MaxVit_T_Weights", "IMAGENET1K_V1", "maxvit_t-bc5ab103.pth",
+     224, 224, "bicubic", 30919624, (224, 224), 83.7, 96.722, 5.558, 118.769,
+     "https://github.com/pytorch/vision/tree/main/references/classification#maxvit",
+     "These weights reproduce closely the results of the paper using a similar training recipe. They were trained "
+     "with a BatchNorm2D momentum of 0.99 instead of the more correct 0.01."),
 ]
-_DEFAULTS = {"mobilenet_v3_large": "IMAGENET1K_V2", "efficientnet_b1": "IMAGENET1K_V2"}
+_DEFAULTS = {"mobilenet_v3_large": "IMAGENET1K_V2", "efficientnet_b1": "IMAGENET1K_V2",
+             **{f"regnet_y_{size}": "IMAGENET1K_V2"
+                for size in ("400mf", "800mf", "1_6gf", "3_2gf", "8gf", "16gf", "32gf")},
+             "regnet_y_128gf": "IMAGENET1K_SWAG_E2E_V1"}
 _URL_ROOT = "https://download.pytorch.org/models/"
 _SPECIAL_NORMALIZATION = {"efficientnet_v2_l": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))}
 
@@ -195,7 +260,7 @@ def _build_registry():
                               mean=mean, std=std),
             dict(categories=IMAGENET_CATEGORIES, num_params=params, min_size=min_size, recipe=recipe,
                  _metrics={"ImageNet-1K": {"acc@1": acc1, "acc@5": acc5}}, _ops=gflops, _file_size=megabytes,
-                 _docs=docs))
+                 _docs=docs, **({"license": _SWAG_LICENSE} if "SWAG" in entry_name else {})))
         rows.setdefault((model, family_name), []).append((entry_name, weights))
     registry = {}
     for (model, family_name), members in rows.items():

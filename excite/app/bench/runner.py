@@ -27,8 +27,8 @@ import numpy as np
 from .protocol import ROUNDS, Peer, bursts, interleaved
 
 SE_SHAPES = {"8x96x28x28": (8, 96, 28, 28), "32x240x14x14": (32, 240, 14, 14)}
-INFER_MODELS = ("mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0")
-TRAIN_MODELS = ("mobilenet_v3_small", "efficientnet_b0")
+INFER_MODELS = ("mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0", "regnet_y_400mf", "regnet_y_1_6gf")
+TRAIN_MODELS = ("mobilenet_v3_small", "efficientnet_b0", "regnet_y_400mf")
 QUICK_CASES = {"se_fwd_8x96x28x28", "se_fwdbwd_8x96x28x28", "se_fwdbwd_32x240x14x14",
                "infer_mobilenet_v3_small_b1", "infer_mobilenet_v3_small_b16", "import_s", "cold_first_inference_s"}
 

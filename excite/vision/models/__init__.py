@@ -1,11 +1,15 @@
-"""torchvision-compatible SE networks: MobileNetV3 and EfficientNet (V1, V2) builders, the model registry and weights."""
+"""torchvision-compatible SE networks: MobileNetV3, EfficientNet (V1, V2), RegNet-Y, MaxViT; the registry, weights."""
 from .. import weights as _weights
 from ._registry import default_input_size, get_model, get_model_builder, list_models
 from .efficientnet import (EfficientNet, FusedMBConv, FusedMBConvConfig, MBConv, MBConvConfig, efficientnet_b0,
                            efficientnet_b1, efficientnet_b2, efficientnet_b3, efficientnet_b4, efficientnet_b5,
                            efficientnet_b6, efficientnet_b7, efficientnet_v2_l, efficientnet_v2_m, efficientnet_v2_s)
+from .maxvit import MaxVit, maxvit_t
 from .mobilenetv3 import (InvertedResidual, InvertedResidualConfig, MobileNetV3, mobilenet_v3_digits,
                           mobilenet_v3_large, mobilenet_v3_small)
+from .regnet import (AnyStage, BlockParams, BottleneckTransform, RegNet, ResBottleneckBlock, SimpleStemIN,
+                     regnet_y_1_6gf, regnet_y_3_2gf, regnet_y_8gf, regnet_y_16gf, regnet_y_32gf, regnet_y_128gf,
+                     regnet_y_400mf, regnet_y_800mf)
 
 __all__ = [
     "get_model", "get_model_builder", "list_models", "default_input_size",
@@ -15,6 +19,10 @@ __all__ = [
     "efficientnet_b0", "efficientnet_b1", "efficientnet_b2", "efficientnet_b3", "efficientnet_b4",
     "efficientnet_b5", "efficientnet_b6", "efficientnet_b7",
     "efficientnet_v2_s", "efficientnet_v2_m", "efficientnet_v2_l",
+    "RegNet", "SimpleStemIN", "BottleneckTransform", "ResBottleneckBlock", "AnyStage", "BlockParams",
+    "regnet_y_400mf", "regnet_y_800mf", "regnet_y_1_6gf", "regnet_y_3_2gf", "regnet_y_8gf", "regnet_y_16gf",
+    "regnet_y_32gf", "regnet_y_128gf",
+    "MaxVit", "maxvit_t",
 ]
 
 # the weights enums under torchvision's names (EfficientNet_B0_Weights, ...), one per row group of weights.py's table

@@ -3,7 +3,7 @@ import difflib
 import fnmatch
 
 from ...errors import InvalidArgumentError
-from . import efficientnet, mobilenetv3
+from . import efficientnet, maxvit, mobilenetv3, regnet
 
 BUILTIN_MODELS = {
     builder.__name__: builder
@@ -13,6 +13,9 @@ BUILTIN_MODELS = {
         efficientnet.efficientnet_b3, efficientnet.efficientnet_b4, efficientnet.efficientnet_b5,
         efficientnet.efficientnet_b6, efficientnet.efficientnet_b7,
         efficientnet.efficientnet_v2_s, efficientnet.efficientnet_v2_m, efficientnet.efficientnet_v2_l,
+        regnet.regnet_y_400mf, regnet.regnet_y_800mf, regnet.regnet_y_1_6gf, regnet.regnet_y_3_2gf,
+        regnet.regnet_y_8gf, regnet.regnet_y_16gf, regnet.regnet_y_32gf, regnet.regnet_y_128gf,
+        maxvit.maxvit_t,
     )
 }
 
