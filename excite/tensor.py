@@ -1,5 +1,6 @@
 """`Tensor`: a NumPy array plus the metadata reverse-mode autograd needs."""
 import weakref
+from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -19,7 +20,7 @@ class Tensor:
     __slots__ = ("data", "requires_grad", "grad", "grad_fn", "__weakref__")
     __array_priority__ = 1000  # ndarray <op> Tensor defers to Tensor's reflected operator
 
-    def __init__(self, data, requires_grad=False):
+    def __init__(self, data: np.ndarray, requires_grad: bool = False):
         self.data = data
         self.requires_grad = requires_grad
         self.grad = None
@@ -27,19 +28,19 @@ class Tensor:
 
     # ----- metadata ---------------------------------------------------------------------
     @property
-    def shape(self):
+    def shape(self) -> Tuple[int, ...]:
         return self.data.shape
 
     @property
-    def dtype(self):
+    def dtype(self) -> np.dtype:
         return self.data.dtype
 
     @property
-    def ndim(self):
+    def ndim(self) -> int:
         return self.data.ndim
 
     @property
-    def is_leaf(self):
+    def is_leaf(self) -> bool:
         return self.grad_fn is None
 
     @property
@@ -50,13 +51,13 @@ class Tensor:
     def T(self):
         return self.permute(*reversed(range(self.ndim)))
 
-    def size(self, dim=None):
+    def size(self, dim: Optional[int] = None):
         return self.data.shape if dim is None else self.data.shape[dim]
 
-    def dim(self):
+    def dim(self) -> int:
         return self.data.ndim
 
-    def numel(self):
+    def numel(self) -> int:
         return int(self.data.size)
 
     def __len__(self):
@@ -68,14 +69,14 @@ class Tensor:
         return self.data.dtype.kind == "f"
 
     # ----- conversion -------------------------------------------------------------------
-    def numpy(self):
+    def numpy(self) -> np.ndarray:
         """The underlying array (shares memory)."""
         return self.data
 
     def __array__(self, dtype=None, copy=None):
         return self.data if dtype is None else self.data.astype(dtype)
 
-    def item(self):
+    def item(self) -> Union[float, int, bool]:
         if self.data.size != 1:
             raise InvalidArgumentError(
                 f"item() needs a tensor with one element, got shape {list(self.data.shape)}"
@@ -85,10 +86,10 @@ class Tensor:
     def tolist(self):
         return self.data.tolist()
 
-    def detach(self):
+    def detach(self) -> "Tensor":
         return Tensor(self.data)
 
-    def clone(self):
+    def clone(self) -> "Tensor":
         return _fn.Clone.apply(self)
 
     def contiguous(self):
@@ -125,7 +126,7 @@ class Tensor:
         return self
 
     # ----- autograd ---------------------------------------------------------------------
-    def requires_grad_(self, requires_grad=True):
+    def requires_grad_(self, requires_grad: bool = True) -> "Tensor":
         if requires_grad and self.data.dtype.kind not in "fc":
             raise InvalidArgumentError(
                 f"only floating-point tensors can require gradients, got dtype {self.data.dtype}"
@@ -143,7 +144,7 @@ class Tensor:
     def _retains_grad(self):
         return self.grad_fn is not None and "retained_output" in self.grad_fn.__dict__
 
-    def backward(self, gradient=None, retain_graph=False):
+    def backward(self, gradient: Optional["Tensor"] = None, retain_graph: bool = False) -> None:
         from .autograd.engine import run_backward
 
         run_backward(self, gradient, retain_graph)
@@ -336,10 +337,10 @@ class Tensor:
         return "tensor(" + body + "".join(", " + e for e in extras) + ")"
 
     # ----- methods that mirror functions ------------------------------------------------
-    def sum(self, dim=None, keepdim=False):
+    def sum(self, dim: Optional[Union[int, Sequence[int]]] = None, keepdim: bool = False) -> "Tensor":
         return _fn.Sum.apply(self, dim=dim, keepdim=keepdim)
 
-    def mean(self, dim=None, keepdim=False):
+    def mean(self, dim=None, keepdim=False) -> "Tensor":
         if self.data.dtype.kind != "f":
             raise InvalidArgumentError(
                 f"mean(): expected a floating-point tensor, got dtype {self.data.dtype}; convert with .float()"
@@ -374,10 +375,10 @@ class Tensor:
         mu = self.mean(dim, keepdim=True)
         return ((self - mu) ** 2).sum(dim, keepdim=keepdim) / (n - 1 if unbiased else n)
 
-    def reshape(self, *shape):
+    def reshape(self, *shape) -> "Tensor":
         return _fn.reshape(self, _shape_args(shape))
 
-    def view(self, *shape):
+    def view(self, *shape) -> "Tensor":
         return _fn.reshape(self, _shape_args(shape))
 
     def view_as(self, other):
@@ -386,34 +387,34 @@ class Tensor:
     def expand(self, *shape):
         return _fn.expand(self, _shape_args(shape))
 
-    def flatten(self, start_dim=0, end_dim=-1):
+    def flatten(self, start_dim=0, end_dim=-1) -> "Tensor":
         return _fn.flatten(self, start_dim, end_dim)
 
-    def permute(self, *dims):
+    def permute(self, *dims) -> "Tensor":
         return _fn.permute(self, _shape_args(dims))
 
-    def transpose(self, dim0, dim1):
+    def transpose(self, dim0, dim1) -> "Tensor":
         return _fn.transpose(self, dim0, dim1)
 
     def t(self):
         return _fn.transpose(self, 0, 1)
 
-    def squeeze(self, dim=None):
+    def squeeze(self, dim=None) -> "Tensor":
         return _fn.squeeze(self, dim)
 
-    def unsqueeze(self, dim):
+    def unsqueeze(self, dim) -> "Tensor":
         return _fn.unsqueeze(self, dim)
 
-    def exp(self):
+    def exp(self) -> "Tensor":
         return _fn.Exp.apply(_floating(self))
 
-    def log(self):
+    def log(self) -> "Tensor":
         return _fn.Log.apply(_floating(self))
 
-    def sqrt(self):
+    def sqrt(self) -> "Tensor":
         return _fn.Sqrt.apply(_floating(self))
 
-    def abs(self):
+    def abs(self) -> "Tensor":
         return _fn.Abs.apply(self)
 
     def neg(self):
@@ -434,22 +435,22 @@ class Tensor:
     def div(self, other):
         return self / other
 
-    def matmul(self, other):
+    def matmul(self, other) -> "Tensor":
         return self @ other
 
-    def relu(self):
+    def relu(self) -> "Tensor":
         return _fn.Activation.apply(self, "relu")
 
-    def sigmoid(self):
+    def sigmoid(self) -> "Tensor":
         return _fn.Activation.apply(_floating(self), "sigmoid")
 
-    def tanh(self):
+    def tanh(self) -> "Tensor":
         return _fn.Activation.apply(_floating(self), "tanh")
 
-    def softmax(self, dim):
+    def softmax(self, dim) -> "Tensor":
         return _fn.Softmax.apply(self, dim=dim)
 
-    def log_softmax(self, dim):
+    def log_softmax(self, dim) -> "Tensor":
         return _fn.LogSoftmax.apply(self, dim=dim)
 
     def clamp(self, min=None, max=None):

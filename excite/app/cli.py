@@ -3,6 +3,7 @@ import argparse
 import json
 import os
 import sys
+from typing import Optional, Sequence
 
 from ..errors import ExciteError, InvalidArgumentError
 
@@ -432,7 +433,7 @@ def build_parser():
     return parser
 
 
-def main(argv=None):
+def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] == "bench":  # the benchmark parses its own options
         return _guarded(lambda: _run_bench(argv[1:]))

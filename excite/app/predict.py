@@ -3,6 +3,7 @@ import contextlib
 import dataclasses
 import os
 import tempfile
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -145,7 +146,8 @@ def looks_like_path(text):
     return os.sep in text or "/" in text or text.lower().endswith(CHECKPOINT_SUFFIXES)
 
 
-def load_inference_model(source, model=None, weights=None, image_size=None, resize_size=None):
+def load_inference_model(source: str, model: Optional[str] = None, weights: Optional[str] = None,
+                         image_size: Optional[int] = None, resize_size: Optional[int] = None) -> "InferenceModel":
     """Resolve ``source`` for inference.
 
     ``source`` is an excite training checkpoint (last.pth, or best.pth with its run.json beside
@@ -311,7 +313,8 @@ def softmax(x):
     return e / e.sum(axis=1, keepdims=True)
 
 
-def classify(loaded, paths, topk=5, engine="excite", batch_size=32):
+def classify(loaded: "InferenceModel", paths: Sequence[str], topk: int = 5, engine: str = "excite",
+             batch_size: int = 32) -> List[List[Tuple[int, str, float]]]:
     """For each image, its ``topk`` (class index, class name, probability), most probable first."""
     if int(topk) != topk or topk < 1:
         raise InvalidArgumentError(f"topk must be a positive integer, got {topk!r}")

@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -576,6 +577,7 @@ class Trainer:
         return result
 
 
-def train(config, out=DEFAULT_OUT, log=None, progress=True):
+def train(config: TrainConfig, out: str = DEFAULT_OUT, log: Optional[Callable[[str], None]] = None,
+          progress: bool = True) -> "TrainResult":
     """Train ``config`` (a TrainConfig) into directory ``out``; returns a TrainResult."""
     return Trainer(config, out, log=log, progress=progress).run()

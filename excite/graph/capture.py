@@ -22,7 +22,7 @@ from .ir import Graph
 from .watch import Watcher, watching
 
 
-def capture(model, example_input, training=False):
+def capture(model: "Module", example_input, training: bool = False) -> Graph:
     """The `Graph` of ``model`` applied to ``example_input`` (a Tensor or array, or a tuple of them).
 
     The model runs once, in eval mode unless ``training`` (its modes, buffers and the random state

@@ -11,6 +11,7 @@ A compiled model is a snapshot: it reads the weights when it is built (and `refr
 again); later changes to the module do not reach it.
 """
 import threading
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -115,7 +116,7 @@ class CompiledModel:
                 f"{len(self._plans)} planned shape{'s' if len(self._plans) != 1 else ''})")
 
 
-def compile(model, example_input, passes=None):  # noqa: A001  (torch.compile's name)
+def compile(model: "Module", example_input, passes: Optional[Sequence[Callable]] = None) -> CompiledModel:  # noqa: A001
     """Compile ``model`` for inference: capture it on ``example_input``, fuse it, plan its kernels and
     buffers; returns a `CompiledModel` (a snapshot of the weights: call its ``refresh()`` after
     changing them). ``passes`` replaces the default pass pipeline (`excite.graph.passes.PIPELINE`)."""

@@ -1,4 +1,6 @@
 """The functional API (`import excite.nn.functional as F`): validated wrappers over Functions."""
+from typing import Optional, Sequence, Tuple, Union
+
 import numpy as np
 
 from ..autograd import functions as fn
@@ -8,6 +10,9 @@ from ..errors import InvalidArgumentError, ShapeError, shape_str
 from ..random import generator
 from ..tensor import Tensor
 from ._utils import int_pair
+
+_Pair = Union[int, Tuple[int, int]]  # an int, or one per spatial dim (torch's _size_2_t)
+_Shape = Union[int, Sequence[int]]
 
 
 def _require_tensor(x, op, name="input"):
@@ -43,14 +48,15 @@ for _record in activations.records():
 del _record
 
 
-def gelu(input, approximate="none"):
+def gelu(input: Tensor, approximate: str = "none") -> Tensor:
     """``torch.nn.functional.gelu``: ``x * Phi(x)``, or its tanh approximation (``approximate='tanh'``)."""
     if approximate not in ("none", "tanh"):
         raise InvalidArgumentError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
     return fn.Activation.apply(input, "gelu" if approximate == "none" else "_gelu_tanh")
 
 
-def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
+def layer_norm(input: Tensor, normalized_shape: _Shape, weight: Optional[Tensor] = None,
+               bias: Optional[Tensor] = None, eps: float = 1e-5) -> Tensor:
     """``torch.nn.functional.layer_norm``: normalise over the last ``len(normalized_shape)`` dims."""
     _require_float(input, "layer_norm")
     shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
@@ -64,11 +70,11 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     return fn.LayerNorm.apply(input, weight, bias, normalized_ndim=len(shape), eps=float(eps))
 
 
-def softmax(input, dim):
+def softmax(input: Tensor, dim: int) -> Tensor:
     return fn.Softmax.apply(input, dim=dim)
 
 
-def log_softmax(input, dim):
+def log_softmax(input: Tensor, dim: int) -> Tensor:
     return fn.LogSoftmax.apply(input, dim=dim)
 
 
@@ -86,7 +92,8 @@ def _check_same_dtype(op, input, *others):
             )
 
 
-def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+def conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride: _Pair = 1,
+           padding: Union[_Pair, str] = 0, dilation: _Pair = 1, groups: int = 1) -> Tensor:
     op = "conv2d"
     _require_float(input, op)
     _require_tensor(weight, op, "weight")
@@ -164,7 +171,7 @@ class _Pad(Function):
         return (g[:, :, t:b, l:r],)
 
 
-def pad(input, pad, mode="constant", value=0.0):
+def pad(input: Tensor, pad: Sequence[int], mode: str = "constant", value: float = 0.0) -> Tensor:
     """Zero padding of the last two dims, ``pad = (left, right, top, bottom)``."""
     if mode != "constant" or value != 0:
         raise InvalidArgumentError("pad: only constant zero padding is supported")
@@ -173,7 +180,7 @@ def pad(input, pad, mode="constant", value=0.0):
     return _Pad.apply(input, pads=tuple(int(p) for p in pad))
 
 
-def linear(input, weight, bias=None):
+def linear(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:
     _require_float(input, "linear")
     _require_tensor(weight, "linear", "weight")
     if weight.ndim != 2:
@@ -196,7 +203,7 @@ def _check_4d(x, op):
         raise ShapeError(f"{op} expects a 4-D input [N, C, H, W] (or 3-D [C, H, W]), got {shape_str(x.shape)}")
 
 
-def adaptive_avg_pool2d(input, output_size):
+def adaptive_avg_pool2d(input: Tensor, output_size: Union[int, Tuple[Optional[int], Optional[int]]]) -> Tensor:
     op = "adaptive_avg_pool2d"
     _require_float(input, op)
     if input.ndim == 3:
@@ -222,8 +229,8 @@ def _pool_args(op, input, kernel_size, stride, padding):
     return kernel, stride, padding
 
 
-def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
-               divisor_override=None):
+def avg_pool2d(input: Tensor, kernel_size: _Pair, stride: Optional[_Pair] = None, padding: _Pair = 0,
+               ceil_mode: bool = False, count_include_pad: bool = True, divisor_override: Optional[int] = None) -> Tensor:
     _require_float(input, "avg_pool2d")
     if input.ndim == 3:
         return _unbatched(avg_pool2d, input, kernel_size, stride, padding, ceil_mode, count_include_pad,
@@ -233,7 +240,8 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
                               count_include_pad=count_include_pad, divisor_override=divisor_override)
 
 
-def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
+def max_pool2d(input: Tensor, kernel_size: _Pair, stride: Optional[_Pair] = None, padding: _Pair = 0,
+               dilation: _Pair = 1, ceil_mode: bool = False, return_indices: bool = False):
     if return_indices:
         raise InvalidArgumentError("max_pool2d: return_indices=True is not supported")
     _require_float(input, "max_pool2d")
@@ -246,8 +254,9 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
 
 
 # ----- normalisation, dropout -----------------------------------------------------------
-def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
-               eps=1e-5):
+def batch_norm(input: Tensor, running_mean: Optional[Tensor], running_var: Optional[Tensor],
+               weight: Optional[Tensor] = None, bias: Optional[Tensor] = None, training: bool = False,
+               momentum: Optional[float] = 0.1, eps: float = 1e-5) -> Tensor:
     _require_float(input, "batch_norm")
     if input.ndim < 2:
         raise ShapeError(f"batch_norm expects an input of shape [N, C, ...], got {shape_str(input.shape)}")
@@ -272,7 +281,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
                               momentum=momentum, eps=eps)
 
 
-def dropout(input, p=0.5, training=True, inplace=False):
+def dropout(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool = False) -> Tensor:
     if not 0.0 <= p <= 1.0:
         raise InvalidArgumentError(f"dropout probability has to be between 0 and 1, but got {p}")
     if not training or p == 0.0:
@@ -285,7 +294,8 @@ def dropout(input, p=0.5, training=True, inplace=False):
 
 
 # ----- losses ---------------------------------------------------------------------------
-def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+def cross_entropy(input: Tensor, target: Tensor, weight: Optional[Tensor] = None, ignore_index: int = -100,
+                  reduction: str = "mean", label_smoothing: float = 0.0) -> Tensor:
     op = "cross_entropy"
     _require_float(input, op)
     if reduction not in ("mean", "sum", "none"):
@@ -355,13 +365,13 @@ def _soft_cross_entropy(input, target, weight, reduction, label_smoothing):
     return loss
 
 
-def nll_loss(input, target, reduction="mean"):
+def nll_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
     t = target.data if isinstance(target, Tensor) else np.asarray(target)
     picked = input[np.arange(input.shape[0]), t]
     loss = -picked
     return loss.mean() if reduction == "mean" else loss.sum() if reduction == "sum" else loss
 
 
-def mse_loss(input, target, reduction="mean"):
+def mse_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
     d = (input - target) ** 2
     return d.mean() if reduction == "mean" else d.sum() if reduction == "sum" else d

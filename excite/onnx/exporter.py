@@ -1,4 +1,6 @@
 """`export`: write an excite model as an ONNX graph, lowered from its captured graph (`excite.graph`)."""
+from typing import Dict, Optional, Union
+
 import numpy as np
 
 from ..errors import InvalidArgumentError, shape_str
@@ -10,7 +12,8 @@ OUTPUT_NAME = "logits"
 MIN_OPSET = 14  # HardSwish first appears in opset 14
 
 
-def export(model, example_input, path, opset=17, dynamic_batch=True, fold_batchnorm=False, metadata=None):
+def export(model: "Module", example_input, path: Union[str, "os.PathLike"], opset: int = 17,
+           dynamic_batch: bool = True, fold_batchnorm: bool = False, metadata: Optional[Dict[str, str]] = None):
     """Write ``model`` to ``path`` as an ONNX graph; returns the ``onnx.ModelProto`` written.
 
     The graph computes the model's inference (eval-mode) forward whatever ``model.training``
