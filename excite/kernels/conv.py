@@ -257,6 +257,21 @@ def _depthwise_forward(x, w, bias, stride, padding, dilation, oh, ow, scale=None
     return from_nhwc(out)
 
 
+def _spread_by_stride(grad, size, kernel, stride, flipped_padding, dilation):
+    """[N, rows, cols, O]: ``grad`` channels-last with zeros between its pixels (the stride) and below /
+    right of them for input rows no output reads, so that a stride-1 convolution with the flipped
+    kernel and ``flipped_padding`` gives the input's ``size``; ``grad`` itself for stride 1."""
+    g = nhwc(grad)
+    if stride == (1, 1):
+        return g
+    n, oh, ow, o = g.shape
+    rows = size[0] - 2 * flipped_padding[0] + (kernel[0] - 1) * dilation[0]
+    cols = size[1] - 2 * flipped_padding[1] + (kernel[1] - 1) * dilation[1]
+    spread = buffers.zeros((n, rows, cols, o), g.dtype)
+    spread[:, :(oh - 1) * stride[0] + 1:stride[0], :(ow - 1) * stride[1] + 1:stride[1]] = g
+    return spread
+
+
 def _depthwise_backward_input(grad, x_shape, w, stride, padding, dilation):
     n, c, h, wd = x_shape
     o, _, kh, kw = w.shape
@@ -266,14 +281,7 @@ def _depthwise_backward_input(grad, x_shape, w, stride, padding, dilation):
         # spreading grad out by the stride (zeros between its pixels, and below / right of them for
         # input rows no output reads): more multiply-adds than a scatter for stride 2, but on the
         # compiled row kernels
-        g = nhwc(grad)
-        if stride != (1, 1):
-            oh, ow = g.shape[1:3]
-            rows = h - 2 * flipped_padding[0] + (kh - 1) * dilation[0]  # a stride-1 conv of these gives h rows
-            cols = wd - 2 * flipped_padding[1] + (kw - 1) * dilation[1]
-            spread = buffers.zeros((n, rows, cols, o), g.dtype)
-            spread[:, :(oh - 1) * stride[0] + 1:stride[0], :(ow - 1) * stride[1] + 1:stride[1]] = g
-            g = spread
+        g = _spread_by_stride(grad, (h, wd), (kh, kw), stride, flipped_padding, dilation)
         gx = nhwc(_depthwise_forward(from_nhwc(g), np.ascontiguousarray(w[:, :, ::-1, ::-1]), None,
                                      (1, 1), flipped_padding, dilation, h, wd))
     else:
@@ -547,14 +555,7 @@ def _grouped_backward_input_cl(grad, x_shape, w, stride, padding, dilation, grou
     flipped_padding = ((kh - 1) * dilation[0] - padding[0], (kw - 1) * dilation[1] - padding[1])
     if min(flipped_padding) < 0:
         return None
-    g = nhwc(grad)
-    if stride != (1, 1):
-        oh, ow = g.shape[1:3]
-        rows = h - 2 * flipped_padding[0] + (kh - 1) * dilation[0]  # a stride-1 conv of these gives h rows
-        cols = wd - 2 * flipped_padding[1] + (kw - 1) * dilation[1]
-        spread = buffers.zeros((n, rows, cols, o), g.dtype)
-        spread[:, :(oh - 1) * stride[0] + 1:stride[0], :(ow - 1) * stride[1] + 1:stride[1]] = g
-        g = spread
+    g = _spread_by_stride(grad, (h, wd), (kh, kw), stride, flipped_padding, dilation)
     transposed = w.reshape(groups, og, cg, kh, kw).transpose(0, 2, 1, 3, 4)[..., ::-1, ::-1]
     return grouped_forward_cl(from_nhwc(g), transposed.reshape(groups * cg, og, kh, kw), (1, 1), flipped_padding,
                               dilation, groups, h, wd)
