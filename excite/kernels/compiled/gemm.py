@@ -35,17 +35,17 @@ def panel_width(dtype):
     return 2 * VECTOR_BYTES // np.dtype(dtype).itemsize
 
 
-def _broadcast_tile_intrinsic(variant):
+def _broadcast_tile_intrinsic(variant, tile_rows=MR, vectors=2):
     """``tile(a, a_off, lda, b, b_off, ldb, k, c, c_off, ldc, rows, width[, extra])``:
     ``c[c_off + i * ldc + j] = sum over kk < k of A(i, kk) * b[b_off + kk * ldb + j]`` for
-    i < rows <= MR, j < width <= NR (two vectors), where A(i, kk) is
+    i < rows <= tile_rows, j < width <= ``vectors`` SIMD vectors (two: NR columns), where A(i, kk) is
 
     - ``"rows"``: ``a[a_off + i * lda + kk]`` (rows of ``a``);
     - ``"gathered"``: ``a[a_off + i * lda + koff[kk]]``, ``extra`` = koff (an implicit im2col: each
       tap's offset in the padded input);
     - ``"columns"``: ``a[a_off + i * lda + kk * extra]`` (columns of ``a``: ``a.T @ b``).
 
-    The 2 * MR accumulators stay in registers across kk; the loads of ``b`` and the stores of ``c``
+    The tile_rows * vectors accumulators stay in registers across kk; the loads of ``b`` and the stores of ``c``
     are masked to ``width`` columns, rows past ``rows`` repeat the last one and are not stored, so
     edge tiles need no padded copies."""
     gathered, columns = variant == "gathered", variant == "columns"
@@ -60,13 +60,13 @@ def _broadcast_tile_intrinsic(variant):
         ak = as_i64(builder, [args[12]])[0] if columns else None
         last = builder.sub(rows, v.const(1))
         a_rows = []
-        for i in range(MR):
+        for i in range(tile_rows):
             row = builder.select(builder.icmp_signed("<", v.const(i), rows), v.const(i), last)
             a_rows.append(v.at(a_data, builder.add(a_off, builder.mul(row, lda))))
         b_base = v.at(b_data, b_off)
-        masks = [v.lanes_below(width, j * v.lanes) for j in range(2)]
+        masks = [v.lanes_below(width, j * v.lanes) for j in range(vectors)]
         none = ir.Constant(masks[0].type, [0] * v.lanes)
-        c_rows = [v.at(c_data, builder.add(c_off, builder.mul(v.const(i), ldc))) for i in range(MR)]
+        c_rows = [v.at(c_data, builder.add(c_off, builder.mul(v.const(i), ldc))) for i in range(tile_rows)]
 
         def emit(masked):
             def row_mask(i, j):
@@ -75,27 +75,28 @@ def _broadcast_tile_intrinsic(variant):
             def step(kk, accs):
                 b_row = v.at(b_base, builder.mul(kk, ldb))
                 b_vecs = [v.load_first(b_row, j * v.lanes, masks[j]) if masked else v.load(b_row, j * v.lanes)
-                          for j in range(2)]
+                          for j in range(vectors)]
                 if gathered:
                     offset = as_i64(builder, [v.load_scalar(koff_data, kk)])[0]
                 else:
                     offset = builder.mul(kk, ak) if columns else kk
                 out = []
-                for i in range(MR):
+                for i in range(tile_rows):
                     a_val = v.splat(v.load_scalar(a_rows[i], offset))
-                    out += [v.fma(a_val, b_vecs[j], accs[2 * i + j]) for j in range(2)]
+                    out += [v.fma(a_val, b_vecs[j], accs[vectors * i + j]) for j in range(vectors)]
                 return out
 
-            final = counted_loop(builder, count, [v.zero] * (2 * MR), step, "masked" if masked else "tile")
-            for i in range(MR):
-                for j in range(2):
+            final = counted_loop(builder, count, [v.zero] * (vectors * tile_rows), step, "masked" if masked else "tile")
+            for i in range(tile_rows):
+                for j in range(vectors):
                     if masked:
-                        v.store_masked(final[2 * i + j], c_rows[i], j * v.lanes, row_mask(i, j))
+                        v.store_masked(final[vectors * i + j], c_rows[i], j * v.lanes, row_mask(i, j))
                     else:
-                        v.store(final[2 * i + j], c_rows[i], j * v.lanes)
+                        v.store(final[vectors * i + j], c_rows[i], j * v.lanes)
 
         # full tiles take plain loads and stores (masked ones cost more on some CPUs)
-        full = builder.and_(builder.icmp_signed("==", rows, v.const(MR)), builder.icmp_signed("==", width, v.const(2 * v.lanes)))
+        full = builder.and_(builder.icmp_signed("==", rows, v.const(tile_rows)),
+                             builder.icmp_signed("==", width, v.const(vectors * v.lanes)))
         specialised(builder, full, lambda plain: emit(not plain))
         return context.get_dummy_value()
 
@@ -112,6 +113,10 @@ def _broadcast_tile_intrinsic(variant):
 
 _broadcast_tile = _broadcast_tile_intrinsic("rows")
 _gathered_tile = _broadcast_tile_intrinsic("gathered")
+# outputs one vector wide or less (16-channel stems, RegNet's 8-wide groups): twice the rows, one
+# vector, so no half-masked tile multiplies zeros
+NARROW_MR = 2 * MR
+_gathered_tile_narrow = _broadcast_tile_intrinsic("gathered", NARROW_MR, 1)
 _columns_tile = _broadcast_tile_intrinsic("columns")
 
 
@@ -304,11 +309,16 @@ def conv_dense(xp, koff, b, out, scale, shift, kind, sn, sh, sw):
         img, oy = task // oh, task % oh
         dst = out[img, oy]
         base = img * sn + oy * sh
-        for ox in range(0, ow, MR):
-            for p in range(panels):
-                col = p * nr
-                _gathered_tile(xp, base + ox * sw, sw, b, col, o, k, dst.reshape(-1), ox * o + col, o,
-                               min(MR, ow - ox), min(nr, o - col), koff)
+        if 2 * o <= nr:
+            for ox in range(0, ow, NARROW_MR):
+                _gathered_tile_narrow(xp, base + ox * sw, sw, b, 0, o, k, dst.reshape(-1), ox * o, o,
+                                      min(NARROW_MR, ow - ox), o, koff)
+        else:
+            for ox in range(0, ow, MR):
+                for p in range(panels):
+                    col = p * nr
+                    _gathered_tile(xp, base + ox * sw, sw, b, col, o, k, dst.reshape(-1), ox * o + col, o,
+                                   min(MR, ow - ox), min(nr, o - col), koff)
         _epilogue(dst, zero, ow, zero, o, scale, shift, no_residual, kind)
 
 
