@@ -118,6 +118,12 @@ def _add_train(sub):
                    help="data-loading threads (default 0 for digits, 2 for --data)")
     p.add_argument("--limit", metavar="N", type=_integer(2), help="use at most N images of each split (quick trials)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--distributed", action="store_true",
+                   help="train one model on the MPI ranks of `mpiexec -n N excite train --distributed ...` "
+                        "(data parallel: --batch-size is per rank, the effective batch N times it; rank 0 prints "
+                        "and saves). Needs pip install \"excite[distributed]\"")
+    p.add_argument("--nproc", metavar="N", type=_integer(1),
+                   help="start N ranks on this machine with mpiexec (implies --distributed)")
     p.set_defaults(func=_run_train)
 
 
@@ -154,6 +160,8 @@ def _run_train(args):
     from .train import DEFAULT_OUT, Trainer, fresh_run_dir, latest_run, load_run_checkpoint
 
     progress = not args.no_progress
+    if args.distributed:
+        return _run_train_distributed(args)
     if args.resume is not None:
         if args.resume is True:
             out = args.out or latest_run(DEFAULT_OUT) or DEFAULT_OUT
@@ -179,6 +187,11 @@ def _run_train(args):
                                            "another --out")
         trainer = Trainer(_train_config(args), out, progress=progress)
     result = trainer.run()
+    _report(result)
+    return 0
+
+
+def _report(result):
     print(f"{result.test_split} accuracy: {100 * result.test_accuracy:.2f}% ({result.test_size} images; best epoch "
           f"{result.best_epoch}, val accuracy {100 * result.best_val_accuracy:.2f}%) in {result.seconds:.0f}s")
     print(f"best weights: {_shown(result.best_checkpoint)}  (excite predict {_shown(result.best_checkpoint)} "
@@ -186,6 +199,61 @@ def _run_train(args):
     print(f"resume state: {_shown(result.last_checkpoint)}")
     print(f"metrics: {_shown(result.metrics_csv)}, {_shown(result.metrics_json)}; curves: "
           + (_shown(result.plot) if result.plot else "no plot (install matplotlib: pip install 'excite[plot]')"))
+
+
+def _run_train_distributed(args):
+    """`excite train --distributed` on one rank of an MPI job: rank 0 decides the run directory and reads the
+    checkpoint to resume, every rank trains, rank 0 prints and saves."""
+    from .. import distributed
+    from .train import DEFAULT_OUT, Trainer, fresh_run_dir, latest_run, load_run_checkpoint
+
+    comm = distributed.init()
+    main_rank = comm.Get_rank() == 0
+
+    def decide():  # on rank 0 only: (out, resume path, checkpoint) or the error every rank raises
+        if args.resume is not None:
+            if args.resume is True:
+                out = args.out or latest_run(DEFAULT_OUT) or DEFAULT_OUT
+                path = os.path.join(out, "last.pth")
+                if not os.path.isfile(path):
+                    raise InvalidArgumentError(f"nothing to resume: no last.pth in {_shown(os.path.abspath(out))}")
+            else:
+                path, out = args.resume, args.out
+                if not os.path.isfile(path):
+                    raise InvalidArgumentError(f"no such file: {path}")
+            checkpoint = load_run_checkpoint(path)
+            _check_resume_options(args, checkpoint["config"], path)
+            return out, path, checkpoint
+        if args.out is None:
+            return fresh_run_dir(DEFAULT_OUT), None, None
+        if os.path.exists(os.path.join(args.out, "last.pth")):
+            raise InvalidArgumentError(f"{args.out} already holds a run; continue it with --resume, or pick "
+                                       "another --out")
+        return args.out, None, None
+
+    decided = None
+    if main_rank:
+        try:
+            decided = decide()
+        except ExciteError as e:
+            decided = e
+    # the checkpoint travels to the other ranks: they need no access to rank 0's files
+    decided = comm.bcast(decided, root=0)
+    if isinstance(decided, Exception):
+        if not main_rank:
+            comm.Barrier()  # never passed: rank 0 reports the error, then its abort ends this rank too
+            return EXIT_ERROR
+        raise decided
+    out, path, checkpoint = decided
+    progress = not args.no_progress
+    if path is not None:
+        trainer = Trainer.resume(path, out=out, progress=progress, workers=args.workers, checkpoint=checkpoint,
+                                 epochs=args.epochs, distributed=True)
+    else:
+        trainer = Trainer(_train_config(args), out, progress=progress, distributed=True)
+    result = trainer.run()
+    if result is not None:
+        _report(result)
     return 0
 
 
@@ -441,7 +509,32 @@ def main(argv=None):
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
+    if args.command == "train" and args.nproc is not None:
+        from .launch import relaunch
+
+        return _guarded(lambda: relaunch(args.nproc, _without_nproc(argv)))
+    if args.command == "train" and args.distributed:
+        return run_ranked(lambda: args.func(args))
     return _guarded(lambda: args.func(args))
+
+
+def _without_nproc(argv):
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            out.append(arg)
+    return out
+
+
+def run_ranked(job):
+    """``_guarded(job)`` on one MPI rank: a failure here aborts every rank of the job (none waits forever)."""
+    from .launch import run_ranked as run
+
+    return run(job, _guarded)
 
 
 def _guarded(run):
@@ -463,5 +556,18 @@ def _guarded(run):
         text = str(e) or type(e).__name__
         if isinstance(e, OSError) and e.filename is not None and e.strerror:
             text = f"{e.strerror}: {e.filename}"
-        print(_error_line(text), file=sys.stderr)
+        print(_error_line(_rank_prefix() + text), file=sys.stderr)
         return EXIT_ERROR
+
+
+def _rank_prefix():
+    """"rank N: " in a world of several MPI ranks (whose errors share one terminal), else nothing."""
+    if "excite.distributed" not in sys.modules:
+        return ""
+    from .launch import world_size
+
+    if world_size() <= 1:
+        return ""
+    from .. import distributed
+
+    return f"rank {distributed.rank()}: "
