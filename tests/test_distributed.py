@@ -162,7 +162,9 @@ def test_cli_distributed_run_saves_once_from_rank_0_and_resumes(tmp_path):
     out = tmp_path / "run"
     args = ["train", "--distributed", "--epochs", "1", "--limit", "64", "--batch-size", "8", "--no-progress",
             "--out", str(out)]
-    result = _run_ranks(_cli(*args), tmp_path)
+    # --nproc 2 launches the venv's mpiexec itself
+    result = subprocess.run(_cli(*args, "--nproc", "2"), cwd=tmp_path, env=_env(), capture_output=True, text=True,
+                            timeout=TIMEOUT, stdin=subprocess.DEVNULL)
     assert result.returncode == 0, result.stderr[-3000:]
     log = result.stdout
     assert log.count("training mobilenet_v3_digits") == 1, "only rank 0 prints"
@@ -183,3 +185,23 @@ def test_cli_distributed_run_saves_once_from_rank_0_and_resumes(tmp_path):
                                 "--no-progress"), cwd=tmp_path, env=_env(), capture_output=True, text=True,
                            timeout=TIMEOUT)
     assert alone.returncode == 1 and "2 ranks" in alone.stderr and "excite: error:" in alone.stderr
+
+
+def test_without_mpi4py_the_error_names_the_extra(monkeypatch, capsys):
+    import excite.distributed as dist
+    from excite.app.cli import main
+
+    monkeypatch.setitem(sys.modules, "mpi4py", None)  # as if not installed
+    monkeypatch.setattr(dist, "_comm", None)
+    assert main(["train", "--distributed", "--epochs", "1"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("excite: error:") and 'pip install "excite[distributed]"' in err
+
+
+def test_nproc_without_mpiexec_says_what_to_install(monkeypatch, capsys):
+    from excite.app import launch
+    from excite.app.cli import main
+
+    monkeypatch.setattr(launch, "find_mpiexec", lambda: None)
+    assert main(["train", "--nproc", "2"]) == 1
+    assert 'needs mpiexec' in capsys.readouterr().err

@@ -108,3 +108,13 @@ def test_predict_ray_without_out_or_with_images_is_a_usage_error(checkpoint, ima
     assert "--ray needs --out" in capsys.readouterr().err
     assert main(["predict", checkpoint, paths[0], "--ray", str(root), "--out", "x.parquet"]) == 1
     assert "no IMAGE arguments" in capsys.readouterr().err
+
+
+def test_without_ray_the_error_names_the_extra(monkeypatch, checkpoint, images, tmp_path, capsys):
+    import sys
+
+    from excite.app.cli import main
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    assert main(["predict", checkpoint, "--ray", str(images[0]), "--out", str(tmp_path / "p.parquet")]) == 1
+    assert 'pip install "excite[ray]"' in capsys.readouterr().err
