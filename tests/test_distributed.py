@@ -205,3 +205,15 @@ def test_nproc_without_mpiexec_says_what_to_install(monkeypatch, capsys):
     monkeypatch.setattr(launch, "find_mpiexec", lambda: None)
     assert main(["train", "--nproc", "2"]) == 1
     assert 'needs mpiexec' in capsys.readouterr().err
+
+
+def test_ranks_started_with_different_models_are_refused_on_every_rank(tmp_path):
+    common = ["train", "--distributed", "--epochs", "1", "--limit", "16", "--no-progress", "--out", str(tmp_path / "r")]
+    result = subprocess.run([_mpiexec(), "-n", "1", *_cli(*common), ":", "-n", "1",
+                             *_cli(*common, "--model", "mobilenet_v3_small", "--image-size", "32")],
+                            cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=TIMEOUT,
+                            stdin=subprocess.DEVNULL)
+    assert result.returncode != 0
+    assert "the ranks disagree on the run" in result.stderr and "model: rank 0 'mobilenet_v3_digits', rank 1 " \
+        "'mobilenet_v3_small'" in result.stderr
+    assert not (tmp_path / "r").exists()

@@ -292,7 +292,7 @@ def _add_predict(sub):
     ray.add_argument("--concurrency", metavar="N", type=_integer(1),
                      help="with --ray: model workers (default: one per CPU of the cluster)")
     ray.add_argument("--no-progress", action="store_true", help="with --ray: no progress bar")
-    p.set_defaults(func=_run_predict)
+    p.set_defaults(func=_run_predict, parser=p)
 
 
 def _run_predict(args):
@@ -303,7 +303,7 @@ def _run_predict(args):
     if args.out is not None:
         raise InvalidArgumentError("--out writes the predictions of --ray; without it they are printed")
     if not args.images:
-        raise InvalidArgumentError("the following arguments are required: IMAGE (or --ray DIR_OR_GLOB)")
+        args.parser.error("the following arguments are required: IMAGE (or --ray DIR_OR_GLOB)")
 
     good, failed = [], []
     for path in args.images:  # bad images are reported, the rest still get predictions

@@ -71,8 +71,8 @@ class TrainConfig:
         if c.precise_bn not in precise_bn.MODES:
             raise InvalidArgumentError(f"precise_bn must be one of {', '.join(precise_bn.MODES)}, got {c.precise_bn!r}")
         c.workers = (0 if c.data is None else 2) if c.workers is None else int(c.workers)
-        for name, low in (("epochs", 1), ("batch_size", 1), ("world_size", 1), ("image_size", 8), ("workers", 0), ("limit", 2),
-                          ("warmup_steps", 0), ("unfreeze_after", 1)):
+        for name, low in (("epochs", 1), ("batch_size", 1), ("world_size", 1), ("image_size", 8), ("workers", 0),
+                          ("limit", 2), ("warmup_steps", 0), ("unfreeze_after", 1)):
             value = getattr(c, name)
             if value is not None and (isinstance(value, bool) or int(value) != value or value < low):
                 raise InvalidArgumentError(f"{name} must be an integer >= {low}, got {value!r}")
@@ -258,10 +258,22 @@ class Trainer:
         if _checkpoint is not None:
             self._load_state(_checkpoint)
         if self.world > 1:
-            from .. import distributed
+            self._check_ranks_agree()
 
-            # also refuses ranks that built different models (another --model, --weights or checkpoint)
-            distributed.broadcast_parameters(self.model)
+    def _check_ranks_agree(self):
+        """Every rank runs the same configuration on the same model, starting from rank 0's weights."""
+        from .. import distributed
+
+        settings = {k: v for k, v in dataclasses.asdict(self.config).items() if k != "workers"}
+        seen = distributed._world().allgather(settings)
+        differing = sorted({k for other in seen for k in settings if other.get(k) != settings.get(k)})
+        if differing:
+            raise InvalidArgumentError(
+                "the ranks disagree on the run: " + "; ".join(
+                    f"{k}: " + ", ".join(f"rank {r} {other.get(k)!r}" for r, other in enumerate(seen))
+                    for k in differing) + "; start every rank with the same options")
+        # also refuses ranks that built different models (another --model, --weights or checkpoint)
+        distributed.broadcast_parameters(self.model)
 
     @classmethod
     def resume(cls, path, out=None, log=None, progress=True, workers=None, checkpoint=None, epochs=None,
