@@ -83,6 +83,14 @@ def train(out):
         opt.step()
         same_after_each_step.append(len(set(dist._world().allgather(digest(net)))) == 1)
 
+    # inside no_sync the gradients stay each rank's own (to accumulate before a step)
+    images, labels = batch(data, rank_batches(data, rank)[0])
+    opt.zero_grad()
+    with ddp.no_sync():
+        F.cross_entropy(ddp(images), labels).backward()
+    local = net[6].weight.grad.numpy().copy()
+    no_sync_local = not np.array_equal(*dist._world().allgather(local))
+
     # a parameter used on rank 0 only: its gradient is averaged with rank 1's zero; one used nowhere stays None
     ex.manual_seed(1)
     layer = nn.Linear(3, 2).double()
@@ -103,7 +111,8 @@ def train(out):
     except ex.ExciteError as e:
         mismatch = str(e)
     reports = dist._world().gather(dict(rank=rank, extra_grad=extra_grad, unused_is_none=unused_is_none,
-                                        mismatch=mismatch, same=same_after_each_step), root=0)
+                                        mismatch=mismatch, same=same_after_each_step,
+                                        no_sync_local=no_sync_local), root=0)
     if rank == 0:
         np.savez(out + ".npz", **{k: v.numpy() for k, v in net.state_dict().items()})
         with open(out + ".json", "w") as f:

@@ -130,6 +130,7 @@ def test_two_ranks_train_to_the_weights_of_one_process(tmp_path):
         assert r["same"] == [True, True, True], "every rank holds the same weights after every step"
         assert r["extra_grad"] == [1.5, 1.5], "used on rank 0 only: (3 + 0) / 2"
         assert r["unused_is_none"]
+        assert r["no_sync_local"], "no_sync leaves the gradients unaveraged"
         assert "ranks disagree on the model" in r["mismatch"] and "rank 1: Linear with 12 parameters" in r["mismatch"]
     weights = np.load(out + ".npz")
     reference = _single_process_reference()
