@@ -580,7 +580,12 @@ def _guarded(run):
     try:
         return run() or 0
     except TrainingInterrupted as e:
-        print(f"excite: {e}; continue with: excite train --resume {_shown(e.checkpoint)}", file=sys.stderr)
+        ranks = _ranks()
+        if ranks is None:
+            print(f"excite: {e}; continue with: excite train --resume {_shown(e.checkpoint)}", file=sys.stderr)
+        elif ranks[0] == 0:  # every rank stopped at the same batch; one says so
+            print(f"excite: {e}; continue with: mpiexec -n {ranks[1]} excite train --distributed --resume "
+                  f"{_shown(e.checkpoint)}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except KeyboardInterrupt:
         print("excite: interrupted", file=sys.stderr)
@@ -595,14 +600,20 @@ def _guarded(run):
         return EXIT_ERROR
 
 
-def _rank_prefix():
-    """"rank N: " in a world of several MPI ranks (whose errors share one terminal), else nothing."""
+def _ranks():
+    """(rank, world size) in a world of several MPI ranks, else None (without importing MPI)."""
     if "excite.distributed" not in sys.modules:
-        return ""
+        return None
     from .launch import world_size
 
     if world_size() <= 1:
-        return ""
+        return None
     from .. import distributed
 
-    return f"rank {distributed.rank()}: "
+    return distributed.rank(), distributed.world_size()
+
+
+def _rank_prefix():
+    """"rank N: " in a world of several MPI ranks (whose errors share one terminal), else nothing."""
+    ranks = _ranks()
+    return "" if ranks is None else f"rank {ranks[0]}: "
