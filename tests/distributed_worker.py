@@ -135,6 +135,24 @@ def raise_in_a_rank(out):
     sys.exit(run_ranked(job))
 
 
+def resume(out):
+    """A 2-rank `excite train` run stopped mid-epoch (as by Ctrl-C) and resumed, next to one never stopped."""
+    import os
+
+    from excite import distributed as dist
+    from excite.app.train import Trainer, TrainConfig, TrainingInterrupted
+
+    config = TrainConfig(epochs=2, limit=48, batch_size=8)
+    Trainer(config, os.path.join(out, "straight"), progress=False, distributed=True).run()
+    try:
+        Trainer(config, os.path.join(out, "stopped"), progress=False, distributed=True).run(_stop_at=(1, 1))
+        raise AssertionError("the run did not stop")
+    except TrainingInterrupted:
+        pass
+    dist.barrier()  # last.pth is written before any rank reads it
+    Trainer.resume(os.path.join(out, "stopped", "last.pth"), progress=False, distributed=True).run()
+
+
 if __name__ == "__main__":
     mode, out = sys.argv[1], sys.argv[2]
-    {"train": train, "raise": raise_in_a_rank}[mode](out)
+    {"train": train, "raise": raise_in_a_rank, "resume": resume}[mode](out)

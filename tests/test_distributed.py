@@ -148,6 +148,16 @@ def _single_process_reference_initial():
     return w.model(seed=0).state_dict()
 
 
+def test_a_two_rank_run_stopped_and_resumed_ends_as_one_never_stopped(tmp_path):
+    result = _run_ranks([sys.executable, os.path.join(TESTS, "distributed_worker.py"), "resume", str(tmp_path)],
+                        tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    straight, resumed = (ex.load(str(tmp_path / name / "last.pth")) for name in ("straight", "stopped"))
+    assert resumed["epoch"] == straight["epoch"] == 2
+    for key, value in straight["model"].items():
+        np.testing.assert_array_equal(resumed["model"][key].numpy(), value.numpy(), err_msg=key)
+
+
 def test_a_rank_that_raises_ends_the_whole_job_with_its_error(tmp_path):
     result = _run_ranks([sys.executable, os.path.join(TESTS, "distributed_worker.py"), "raise", "-"], tmp_path)
     assert result.returncode != 0
