@@ -5,8 +5,9 @@ Launch a script on N processes with ``mpiexec -n N python train.py`` (the ``exci
 installs mpi4py and an MPI with its ``mpiexec``). Each rank holds a full copy of the model, trains on its
 own share of each global batch (`DistributedSampler`), and the gradients are averaged over the ranks
 after every backward, so every rank takes the same optimizer step. BatchNorm uses each rank's own batch
-statistics (as torch's DistributedDataParallel does; there is no SyncBatchNorm); its running averages
-are rank 0's, broadcast before each training forward.
+statistics (as torch's DistributedDataParallel does; there is no SyncBatchNorm); with
+`DistributedDataParallel`'s ``broadcast_buffers`` its running averages are rank 0's, broadcast before
+each training forward. Functions other than `init` and `is_initialized` need `init` called first.
 """
 import contextlib
 import hashlib
@@ -35,7 +36,7 @@ def _mpi():
 def init():
     """Join the world of processes started by ``mpiexec`` (a process started alone is a world of one).
 
-    Safe to call more than once.
+    Safe to call more than once; returns the communicator (mpi4py's ``MPI.COMM_WORLD``).
     """
     global _comm
     if _comm is None:
