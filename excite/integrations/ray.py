@@ -164,6 +164,8 @@ def predict_files(source, images, out, weights=None, topk=5, model_name=None, im
                     resize_size=resize_size)
     if not ray.is_initialized():
         ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False)
+    if not progress:
+        ray.data.DataContext.get_current().enable_progress_bars = False
     if concurrency is None:
         concurrency = max(1, int(ray.cluster_resources().get("CPU", 1)))
     ds = ray.data.from_items([{"path": p} for p in paths])
