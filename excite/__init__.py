@@ -24,7 +24,7 @@ def _lazy(name):
 
 def __getattr__(name):
     # heavy subpackages load on first use to keep `import excite` fast
-    if name in ("nn", "vision", "io", "optim", "data", "onnx", "kernels", "graph"):
+    if name in ("nn", "vision", "io", "optim", "data", "onnx", "kernels", "graph", "distributed"):
         return _lazy(name)
     if name in ("load", "save"):
         return getattr(_lazy("io"), name)

@@ -85,3 +85,18 @@ def test_the_command_line_help_describes_the_options():
         sys.stdout = sys_stdout
     text = buffer.getvalue()
     assert "--quick" in text and "--json" in text and "--serve-onnxruntime" not in text
+
+
+def test_distributed_case_runs_on_two_ranks():
+    """The data-parallel training case end to end, tiny (its numbers mean nothing here)."""
+    import pytest
+
+    pytest.importorskip("mpi4py")
+    from excite.app.bench import distributed
+    from excite.app.launch import find_mpiexec
+
+    if find_mpiexec() is None:
+        pytest.skip("mpiexec not found")
+    seconds = distributed.measure(2, 2, steps=1, warmup=0, batch=2, size=32, timeout=240)
+    assert seconds > 0
+    assert distributed.CASE in bench._known_cases() and distributed.CASE not in bench.QUICK_CASES

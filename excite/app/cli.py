@@ -119,6 +119,12 @@ def _add_train(sub):
                    help="data-loading threads (default 0 for digits, 2 for --data)")
     p.add_argument("--limit", metavar="N", type=_integer(2), help="use at most N images of each split (quick trials)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--distributed", action="store_true",
+                   help="train one model on the MPI ranks of `mpiexec -n N excite train --distributed ...` "
+                        "(data parallel: --batch-size is per rank, the effective batch N times it; rank 0 prints "
+                        "and saves). Needs pip install \"excite[distributed]\"")
+    p.add_argument("--nproc", metavar="N", type=_integer(1),
+                   help="start N ranks on this machine with mpiexec (implies --distributed)")
     p.set_defaults(func=_run_train)
 
 
@@ -155,6 +161,8 @@ def _run_train(args):
     from .train import DEFAULT_OUT, Trainer, fresh_run_dir, latest_run, load_run_checkpoint
 
     progress = not args.no_progress
+    if args.distributed:
+        return _run_train_distributed(args)
     if args.resume is not None:
         if args.resume is True:
             out = args.out or latest_run(DEFAULT_OUT) or DEFAULT_OUT
@@ -180,6 +188,11 @@ def _run_train(args):
                                            "another --out")
         trainer = Trainer(_train_config(args), out, progress=progress)
     result = trainer.run()
+    _report(result)
+    return 0
+
+
+def _report(result):
     print(f"{result.test_split} accuracy: {100 * result.test_accuracy:.2f}% ({result.test_size} images; best epoch "
           f"{result.best_epoch}, val accuracy {100 * result.best_val_accuracy:.2f}%) in {result.seconds:.0f}s")
     print(f"best weights: {_shown(result.best_checkpoint)}  (excite predict {_shown(result.best_checkpoint)} "
@@ -187,6 +200,61 @@ def _run_train(args):
     print(f"resume state: {_shown(result.last_checkpoint)}")
     print(f"metrics: {_shown(result.metrics_csv)}, {_shown(result.metrics_json)}; curves: "
           + (_shown(result.plot) if result.plot else "no plot (install matplotlib: pip install 'excite[plot]')"))
+
+
+def _run_train_distributed(args):
+    """`excite train --distributed` on one rank of an MPI job: rank 0 decides the run directory and reads the
+    checkpoint to resume, every rank trains, rank 0 prints and saves."""
+    from .. import distributed
+    from .train import DEFAULT_OUT, Trainer, fresh_run_dir, latest_run, load_run_checkpoint
+
+    comm = distributed.init()
+    main_rank = comm.Get_rank() == 0
+
+    def decide():  # on rank 0 only: (out, resume path, checkpoint) or the error every rank raises
+        if args.resume is not None:
+            if args.resume is True:
+                out = args.out or latest_run(DEFAULT_OUT) or DEFAULT_OUT
+                path = os.path.join(out, "last.pth")
+                if not os.path.isfile(path):
+                    raise InvalidArgumentError(f"nothing to resume: no last.pth in {_shown(os.path.abspath(out))}")
+            else:
+                path, out = args.resume, args.out
+                if not os.path.isfile(path):
+                    raise InvalidArgumentError(f"no such file: {path}")
+            checkpoint = load_run_checkpoint(path)
+            _check_resume_options(args, checkpoint["config"], path)
+            return out, path, checkpoint
+        if args.out is None:
+            return fresh_run_dir(DEFAULT_OUT), None, None
+        if os.path.exists(os.path.join(args.out, "last.pth")):
+            raise InvalidArgumentError(f"{args.out} already holds a run; continue it with --resume, or pick "
+                                       "another --out")
+        return args.out, None, None
+
+    decided = None
+    if main_rank:
+        try:
+            decided = decide()
+        except ExciteError as e:
+            decided = e
+    # the checkpoint travels to the other ranks: they need no access to rank 0's files
+    decided = comm.bcast(decided, root=0)
+    if isinstance(decided, Exception):
+        if not main_rank:
+            comm.Barrier()  # never passed: rank 0 reports the error, then its abort ends this rank too
+            return EXIT_ERROR
+        raise decided
+    out, path, checkpoint = decided
+    progress = not args.no_progress
+    if path is not None:
+        trainer = Trainer.resume(path, out=out, progress=progress, workers=args.workers, checkpoint=checkpoint,
+                                 epochs=args.epochs, distributed=True)
+    else:
+        trainer = Trainer(_train_config(args), out, progress=progress, distributed=True)
+    result = trainer.run()
+    if result is not None:
+        _report(result)
     return 0
 
 
@@ -205,7 +273,7 @@ def _add_predict(sub):
                     "(best.pth or last.pth of excite train), a PyTorch/safetensors checkpoint of a registered model "
                     "(with --model), or a registered model name with --weights.")
     p.add_argument("source", metavar="CHECKPOINT_OR_MODEL")
-    p.add_argument("images", metavar="IMAGE", nargs="+")
+    p.add_argument("images", metavar="IMAGE", nargs="*")
     _add_source_options(p)
     p.add_argument("--resize-size", metavar="N", type=_integer(8),
                    help="resize the shorter side to this before the center crop (default: image size / 0.875)")
@@ -215,11 +283,28 @@ def _add_predict(sub):
     p.add_argument("--engine", choices=("excite", "onnxruntime"), default="excite",
                    help="run the model in excite (default) or export it to ONNX and run onnxruntime")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.set_defaults(func=_run_predict)
+    ray = p.add_argument_group("batch inference on Ray Data (pip install \"excite[ray]\")")
+    ray.add_argument("--ray", metavar="DIR_OR_GLOB",
+                     help="classify every image under DIR (recursively) or matching GLOB on Ray Data: a local Ray, "
+                          "or the cluster of $RAY_ADDRESS; one row per file in --out (unreadable files get an error)")
+    ray.add_argument("--out", metavar="PREDICTIONS.parquet", help="with --ray: the Parquet file to write")
+    ray.add_argument("--batch-size", metavar="N", type=_integer(1), default=32,
+                     help="with --ray: images per model call (default 32)")
+    ray.add_argument("--concurrency", metavar="N", type=_integer(1),
+                     help="with --ray: model workers (default: one per CPU of the cluster)")
+    ray.add_argument("--no-progress", action="store_true", help="with --ray: no progress bar")
+    p.set_defaults(func=_run_predict, parser=p)
 
 
 def _run_predict(args):
     from .predict import classify, load_inference_model, open_image
+
+    if args.ray is not None:
+        return _run_predict_ray(args)
+    if args.out is not None:
+        raise InvalidArgumentError("--out writes the predictions of --ray; without it they are printed")
+    if not args.images:
+        args.parser.error("the following arguments are required: IMAGE (or --ray DIR_OR_GLOB)")
 
     good, failed = [], []
     for path in args.images:  # bad images are reported, the rest still get predictions
@@ -252,6 +337,24 @@ def _run_predict(args):
         print(f"excite: {len(failed)} of {len(args.images)} images could not be read (listed above)", file=sys.stderr)
         return EXIT_ERROR
     return 0
+
+
+def _run_predict_ray(args):
+    if args.images:
+        raise InvalidArgumentError("--ray reads the images of DIR_OR_GLOB; give no IMAGE arguments with it")
+    if args.out is None:
+        raise InvalidArgumentError("--ray needs --out PREDICTIONS.parquet")
+    if args.engine != "excite" or args.json:
+        raise InvalidArgumentError("--ray runs excite's compiled model and writes Parquet; drop --engine / --json")
+    from ..integrations.ray import predict_files
+
+    rows, failed = predict_files(args.source, args.ray, args.out, weights=args.weights, topk=args.topk,
+                                 model_name=args.model, image_size=args.image_size, resize_size=args.resize_size,
+                                 batch_size=args.batch_size, concurrency=args.concurrency,
+                                 progress=not args.no_progress)
+    print(f"wrote {_shown(os.path.abspath(args.out))}: {rows} images"
+          + (f", {failed} unreadable (their rows have an error)" if failed else ""))
+    return EXIT_ERROR if failed else 0
 
 
 # ----- info --------------------------------------------------------------------------------------
@@ -442,7 +545,32 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
+    if args.command == "train" and args.nproc is not None:
+        from .launch import relaunch
+
+        return _guarded(lambda: relaunch(args.nproc, _without_nproc(argv)))
+    if args.command == "train" and args.distributed:
+        return run_ranked(lambda: args.func(args))
     return _guarded(lambda: args.func(args))
+
+
+def _without_nproc(argv):
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            out.append(arg)
+    return out
+
+
+def run_ranked(job):
+    """``_guarded(job)`` on one MPI rank: a failure here aborts every rank of the job (none waits forever)."""
+    from .launch import run_ranked as run
+
+    return run(job, _guarded)
 
 
 def _guarded(run):
@@ -453,7 +581,12 @@ def _guarded(run):
     try:
         return run() or 0
     except TrainingInterrupted as e:
-        print(f"excite: {e}; continue with: excite train --resume {_shown(e.checkpoint)}", file=sys.stderr)
+        ranks = _ranks()
+        if ranks is None:
+            print(f"excite: {e}; continue with: excite train --resume {_shown(e.checkpoint)}", file=sys.stderr)
+        elif ranks[0] == 0:  # every rank stopped at the same batch; one says so
+            print(f"excite: {e}; continue with: mpiexec -n {ranks[1]} excite train --distributed --resume "
+                  f"{_shown(e.checkpoint)}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except KeyboardInterrupt:
         print("excite: interrupted", file=sys.stderr)
@@ -464,5 +597,24 @@ def _guarded(run):
         text = str(e) or type(e).__name__
         if isinstance(e, OSError) and e.filename is not None and e.strerror:
             text = f"{e.strerror}: {e.filename}"
-        print(_error_line(text), file=sys.stderr)
+        print(_error_line(_rank_prefix() + text), file=sys.stderr)
         return EXIT_ERROR
+
+
+def _ranks():
+    """(rank, world size) in a world of several MPI ranks, else None (without importing MPI)."""
+    if "excite.distributed" not in sys.modules:
+        return None
+    from .launch import world_size
+
+    if world_size() <= 1:
+        return None
+    from .. import distributed
+
+    return distributed.rank(), distributed.world_size()
+
+
+def _rank_prefix():
+    """"rank N: " in a world of several MPI ranks (whose errors share one terminal), else nothing."""
+    ranks = _ranks()
+    return "" if ranks is None else f"rank {ranks[0]}: "

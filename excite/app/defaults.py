@@ -59,27 +59,31 @@ def warmup_steps(total_steps, steps_per_epoch, finetune):
     return min(steps_per_epoch, total_steps // (20 if finetune else 5))
 
 
-def choose(config, n_train, finetune):
+def choose(config, n_train, finetune, world_size=1):
     """Fill ``batch_size``, ``lr``, ``weight_decay`` and ``warmup_steps`` left as None in ``config``.
 
     Returns a ``Choice``; ``reasons`` names every value that was chosen here (not given by the user).
+    On ``world_size`` ranks ``batch_size`` is per rank; the rate and the steps follow the effective batch
+    (``batch_size * world_size``).
     """
     if finetune and config.freeze_backbone and config.unfreeze_after is None:
         finetune = False  # only the new head trains: a from-scratch rate (its warm-up too)
     reasons = []
     batch = config.batch_size
     if batch is None:
-        batch = default_batch_size(n_train)
-        reasons.append(f"batch size {batch} ({n_train} training images: at least {MIN_STEPS_PER_EPOCH} steps an "
-                       f"epoch, at most {MAX_BATCH} images a step)")
+        batch = default_batch_size(n_train // world_size)
+        per_rank = f" per rank of {world_size}" if world_size > 1 else ""
+        reasons.append(f"batch size {batch}{per_rank} ({n_train} training images: at least {MIN_STEPS_PER_EPOCH} "
+                       f"steps an epoch, at most {MAX_BATCH} images a step{' per rank' if world_size > 1 else ''})")
+    effective = batch * world_size
     lr = config.lr
     if lr is None:
-        lr = scaled_lr(config.optimizer, batch, finetune, config.model)
+        lr = scaled_lr(config.optimizer, effective, finetune, config.model)
         rule = OPTIMIZERS[config.optimizer][3]
         reasons.append(f"lr {lr:.3g} ({config.optimizer}{' fine-tuning' if finetune else ''}, scaled "
-                       f"{'linearly' if rule == 'linear' else 'by the square root'} to batch {batch})")
+                       f"{'linearly' if rule == 'linear' else 'by the square root'} to batch {effective})")
     weight_decay = OPTIMIZERS[config.optimizer][2] if config.weight_decay is None else config.weight_decay
-    steps_per_epoch = max(1, n_train // batch)
+    steps_per_epoch = max(1, n_train // effective)
     warmup = config.warmup_steps
     if warmup is None:
         warmup = warmup_steps(config.epochs * steps_per_epoch, steps_per_epoch, finetune)

@@ -52,6 +52,7 @@ class TrainConfig:
     precise_bn: str = "auto"  # recompute BatchNorm statistics before each evaluation: auto, always, never
     warmup_steps: int = None  # None: from the run's length (defaults.py)
     strict_data: bool = False  # an unreadable image stops the run instead of being skipped
+    world_size: int = 1  # MPI ranks (--distributed): batch_size is per rank, each step averages their gradients
 
     def resolved(self):
         """A copy with the defaults that need no data filled in and every value checked.
@@ -71,8 +72,8 @@ class TrainConfig:
         if c.precise_bn not in precise_bn.MODES:
             raise InvalidArgumentError(f"precise_bn must be one of {', '.join(precise_bn.MODES)}, got {c.precise_bn!r}")
         c.workers = (0 if c.data is None else 2) if c.workers is None else int(c.workers)
-        for name, low in (("epochs", 1), ("batch_size", 1), ("image_size", 8), ("workers", 0), ("limit", 2),
-                          ("warmup_steps", 0), ("unfreeze_after", 1)):
+        for name, low in (("epochs", 1), ("batch_size", 1), ("world_size", 1), ("image_size", 8), ("workers", 0),
+                          ("limit", 2), ("warmup_steps", 0), ("unfreeze_after", 1)):
             value = getattr(c, name)
             if value is not None and (isinstance(value, bool) or int(value) != value or value < low):
                 raise InvalidArgumentError(f"{name} must be an integer >= {low}, got {value!r}")
@@ -193,14 +194,23 @@ def _restore_rng(text):
 class Trainer:
     """Runs one training run; ``Trainer(config, out).run()`` or ``Trainer.resume(last_pth).run()``."""
 
-    def __init__(self, config, out, log=None, progress=True, _checkpoint=None):
+    def __init__(self, config, out, log=None, progress=True, _checkpoint=None, distributed=False):
         from ..random import manual_seed
         from ..vision.models import default_input_size, get_model
 
-        self.log = log or (lambda msg: print(msg, flush=True))
+        self.rank, self.world = _ranks(distributed)
+        self.is_main = self.rank == 0  # only rank 0 prints, logs and writes files
+        self.log = (log or (lambda msg: print(msg, flush=True))) if self.is_main else (lambda msg: None)
         self.out = os.path.abspath(out)
-        self.progress = progress
+        self.progress = progress and self.is_main
         self.skipped = set()
+        if _checkpoint is not None and int(config.world_size) != self.world:
+            raise InvalidArgumentError(
+                f"this run trained on {config.world_size} rank{'s' if config.world_size != 1 else ''}, this resume "
+                f"has {self.world}: resume it as it ran"
+                + (f" (mpiexec -n {config.world_size} excite train --distributed --resume ...)"
+                   if config.world_size > 1 else " (excite train --resume ..., without mpiexec)"))
+        config = dataclasses.replace(config, world_size=self.world)
         c = config.resolved()
         pretrained = None
         if _checkpoint is not None:
@@ -226,7 +236,7 @@ class Trainer:
             raise CheckpointError(
                 f"the data now has classes {self.splits.classes[:5]}..., the checkpoint was trained on "
                 f"{_checkpoint['meta']['class_names'][:5]}...; resume needs the same data")
-        choice = defaults.choose(c, len(self.splits.train), finetune=c.weights is not None)
+        choice = defaults.choose(c, len(self.splits.train), finetune=c.weights is not None, world_size=self.world)
         c.batch_size, c.lr, c.weight_decay, c.warmup_steps = (choice.batch_size, choice.lr, choice.weight_decay,
                                                               choice.warmup_steps)
         self.config, self.choices = c, choice.reasons
@@ -236,7 +246,7 @@ class Trainer:
         else:
             self.model = get_model(c.model, num_classes=len(self.splits.classes))
         self.optimizer = build_optimizer(c, self.model.parameters())
-        self.batches = EpochBatches(len(self.splits.train), c.batch_size, c.seed)
+        self.batches = EpochBatches(len(self.splits.train), c.batch_size, c.seed, rank=self.rank, world=self.world)
         self.steps_per_epoch = len(self.batches)
         self.scheduler = build_scheduler(self.optimizer, c.epochs * self.steps_per_epoch, c.warmup_steps)
         self.epoch, self.step = 0, 0
@@ -248,9 +258,27 @@ class Trainer:
         self._announced_precise_bn = False
         if _checkpoint is not None:
             self._load_state(_checkpoint)
+        if self.world > 1:
+            self._check_ranks_agree()
+
+    def _check_ranks_agree(self):
+        """Every rank runs the same configuration on the same model, starting from rank 0's weights."""
+        from .. import distributed
+
+        settings = {k: v for k, v in dataclasses.asdict(self.config).items() if k != "workers"}
+        seen = distributed._world().allgather(settings)
+        differing = sorted({k for other in seen for k in settings if other.get(k) != settings.get(k)})
+        if differing:
+            raise InvalidArgumentError(
+                "the ranks disagree on the run: " + "; ".join(
+                    f"{k}: " + ", ".join(f"rank {r} {other.get(k)!r}" for r, other in enumerate(seen))
+                    for k in differing) + "; start every rank with the same options")
+        # also refuses ranks that built different models (another --model, --weights or checkpoint)
+        distributed.broadcast_parameters(self.model)
 
     @classmethod
-    def resume(cls, path, out=None, log=None, progress=True, workers=None, checkpoint=None, epochs=None):
+    def resume(cls, path, out=None, log=None, progress=True, workers=None, checkpoint=None, epochs=None,
+               distributed=False):
         """Continue the run saved in ``path`` (its already loaded contents may come as ``checkpoint``).
 
         ``epochs`` larger than the run's extends it (a finished run too): the cosine schedule is re-planned
@@ -267,7 +295,7 @@ class Trainer:
                                            f"{config.epochs} epochs, got --epochs {epochs}")
             config.epochs = int(epochs)
         trainer = cls(config, out or os.path.dirname(os.path.abspath(path)), log=log, progress=progress,
-                      _checkpoint=dict(ckpt, _extended=extended))
+                      _checkpoint=dict(ckpt, _extended=extended), distributed=distributed)
         return trainer
 
     # -- state ----------------------------------------------------------------------------------
@@ -316,9 +344,12 @@ class Trainer:
     def save_last(self):
         from ..io import save
 
-        save(self.state(), self.last_path)
+        if self.is_main:
+            save(self.state(), self.last_path)
 
     def _write_run_json(self, extra):
+        if not self.is_main:
+            return
         # lets `excite predict best.pth` find the architecture and preprocessing of a bare state_dict
         info = dict(meta=self.meta(), config=dataclasses.asdict(self.config), **extra)
         tmp = os.path.join(self.out, f".run.json.{os.getpid()}.tmp")
@@ -340,7 +371,8 @@ class Trainer:
     def _loader(self, dataset, batch_sampler=None, batch_size=None, shuffle=False, seed=None):
         from ..data import DataLoader
 
-        seed = self.config.seed if seed is None else seed
+        # each rank augments its images with a generator of its own (rank 0's is the single-process one)
+        seed = self.config.seed + 1_000_003 * self.rank if seed is None else seed
         if batch_sampler is not None:
             return DataLoader(dataset, batch_sampler=batch_sampler, num_workers=self.config.workers,
                               collate_fn=collate_or_skip, seed=seed)
@@ -358,6 +390,10 @@ class Trainer:
         lines.append(f"optimizer {c.optimizer}, lr {c.lr:.3g}, weight decay {c.weight_decay:g}, batch {c.batch_size} "
                      f"({self.steps_per_epoch} steps an epoch), {c.warmup_steps} warm-up steps then cosine"
                      + (f"; chosen: {'; '.join(self.choices)}" if self.choices else ""))
+        if self.world > 1:
+            lines.append(f"distributed over {self.world} ranks: batch {c.batch_size} per rank, effective batch "
+                         f"{c.batch_size * self.world} (gradients averaged over the ranks each step); BatchNorm "
+                         "statistics are each rank's own, rank 0's are saved")
         if c.freeze_backbone:
             lines.append("backbone frozen: training only " + finetune.head_name(self.model)
                          + (f" until epoch {c.unfreeze_after}, then every layer" if c.unfreeze_after else ""))
@@ -370,14 +406,34 @@ class Trainer:
         trained (both counted from 0; tests use it).
         """
         created = not os.path.exists(self.out)
-        os.makedirs(self.out, exist_ok=True)
+        if self.is_main:
+            os.makedirs(self.out, exist_ok=True)
         try:
             return self._run(_stop_at)
         except (TrainingInterrupted, KeyboardInterrupt):
             raise
         except BaseException:
-            remove_if_failed(self.out, created)
+            if self.is_main:
+                remove_if_failed(self.out, created)
             raise
+
+    # -- the ranks of a distributed run agree ----------------------------------------------------
+    def _sum_over_ranks(self, values):
+        """``values`` (numbers) summed over the ranks; as they are in a single process."""
+        if self.world == 1:
+            return list(values)
+        from mpi4py import MPI
+
+        from .. import distributed
+
+        array = np.array(values, dtype=np.float64)
+        distributed._world().Allreduce(MPI.IN_PLACE, array, op=MPI.SUM)
+        return array.tolist()
+
+    def _agree_to_stop(self, stop):
+        """A Ctrl-C seen by any rank stops every rank at the same batch."""
+        if self.world > 1:
+            stop.requested = self._sum_over_ranks([float(stop.requested)])[0] > 0
 
     def _run(self, stop_at):
         c = self.config
@@ -393,8 +449,11 @@ class Trainer:
                 epoch_started = time.perf_counter()
                 self._set_frozen()
                 self._train_epoch(train_loader, stop, stop_at)
-                recalibrated = False if stop.requested else self._precise_bn()
-                val_loss, val_acc = self.evaluate(self.splits.val, stop=stop)
+                recalibrated, val_loss, val_acc = False, float("nan"), float("nan")
+                if self.is_main:  # the other ranks wait for it at the next exchange
+                    recalibrated = False if stop.requested else self._precise_bn()
+                    val_loss, val_acc = self.evaluate(self.splits.val, stop=stop)
+                self._agree_to_stop(stop)
                 if stop.requested:
                     self._stop()
                 self._finish_epoch(val_loss, val_acc, time.perf_counter() - epoch_started, recalibrated)
@@ -410,8 +469,9 @@ class Trainer:
             self.log(f"epoch {self.epoch + 1}: unfreezing the backbone, every layer trains from here on")
 
     def _stop(self):
-        print(f"\nstopping: saving {self.last_path} (Ctrl-C again aborts without saving)", file=sys.stderr,
-              flush=True)
+        if self.is_main:
+            print(f"\nstopping: saving {self.last_path} (Ctrl-C again aborts without saving)", file=sys.stderr,
+                  flush=True)
         self.save_last()
         raise TrainingInterrupted(self.last_path, self.epoch, self.step, self.steps_per_epoch)
 
@@ -420,7 +480,7 @@ class Trainer:
         kept = [f"{os.path.basename(self.best_path)} (epoch {self.best_epoch})"] if os.path.exists(self.best_path) else []
         if os.path.exists(self.last_path):
             kept.append(f"{os.path.basename(self.last_path)} (end of epoch {self.epoch})")
-        if self.history:
+        if self.history and self.is_main:
             metrics.write_metrics(self.out, self.history)
         where = f"epoch {self.epoch + 1}, batch {self.step + 1}"
         raise TrainingDiverged(
@@ -442,13 +502,18 @@ class Trainer:
         self.batches.skip = self.step
         loader.set_epoch(self.epoch)
         remaining = self.steps_per_epoch - self.step
-        bar = tqdm(total=remaining * min(c.batch_size, len(self.splits.train)), unit="img", leave=False,
+        bar = tqdm(total=remaining * min(c.batch_size * self.world, len(self.splits.train)), unit="img", leave=False,
                    desc=f"epoch {self.epoch + 1}/{c.epochs}", disable=not self.progress or None, file=sys.stderr,
                    dynamic_ncols=True, mininterval=0.5)
         skipped_before = len(self.skipped)
         with bar:
             for index, batch in enumerate(loader):
                 if index < self.batches.skip:  # already trained before the resume
+                    continue
+                if self.world > 1:
+                    done = self._distributed_step(batch, stop, stop_at)
+                    bar.update(done)
+                    bar.set_postfix(loss=f"{self.totals['loss'] / max(1, self.totals['seen']):.4f}", refresh=False)
                     continue
                 if batch is None:  # every image of the batch unreadable: the step passes without an update
                     self.step += 1
@@ -483,6 +548,53 @@ class Trainer:
         if len(self.skipped) > skipped_before:
             self.log(f"epoch {self.epoch + 1}: skipped {len(self.skipped)} unreadable image(s) so far: "
                      + ", ".join(sorted(self.skipped)))
+
+    def _distributed_step(self, batch, stop, stop_at):
+        """One step of every rank on its share of the global batch; returns the images of the whole step.
+
+        The ranks exchange their loss sums and image counts first (so all agree on the logged loss, on
+        divergence, and on a step where no image could be read anywhere), then the gradients. Each rank's
+        loss is weighted by its share of the step's images, so the averaged gradient is that of the mean
+        loss over the global batch even when some images were unreadable.
+        """
+        import excite.nn.functional as F
+
+        from .. import distributed
+        from ..random import use_generator
+
+        c = self.config
+        if stop_at is not None and (self.epoch, self.step) == tuple(stop_at):
+            stop.requested = True
+        self._agree_to_stop(stop)
+        if stop.requested:
+            self._stop()
+        loss, local = None, [0.0, 0.0, 0.0]
+        with use_generator(np.random.default_rng([c.seed, 4, self.epoch, self.step, self.rank])):
+            if batch is not None:
+                images, labels = batch
+                logits = self.model(images)
+                loss = F.cross_entropy(logits, labels, label_smoothing=c.label_smoothing)
+                n = len(labels)
+                local = [float(loss.item()) * n, float((logits.data.argmax(1) == labels.data).sum()), float(n)]
+            loss_sum, correct, seen = self._sum_over_ranks(local)
+            if seen == 0:  # every image of the step unreadable on every rank: no update
+                self.step += 1
+                self.scheduler.step()
+                return 0
+            problem = self.guard.check(loss_sum / seen)
+            if problem is not None:
+                self._diverged(problem)
+            self.optimizer.zero_grad(set_to_none=True)
+            if loss is not None:
+                (loss * (local[2] * self.world / seen)).backward()
+        distributed.all_reduce_gradients(self.model)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        self.totals["loss"] += loss_sum
+        self.totals["correct"] += int(correct)
+        self.totals["seen"] += int(seen)
+        return int(seen)
 
     def _precise_bn(self):
         """Recompute the BatchNorm statistics when they cannot have settled (config.precise_bn); True if done."""
@@ -543,11 +655,13 @@ class Trainer:
         improved = (val_acc, -val_loss) > (self.best_accuracy, -self.best_loss)
         if improved:
             self.best_accuracy, self.best_loss, self.best_epoch = val_acc, val_loss, self.epoch + 1
-            save(self.model.state_dict(), self.best_path)
+            if self.is_main:
+                save(self.model.state_dict(), self.best_path)
         self.epoch, self.step = self.epoch + 1, 0
         self.totals = dict(loss=0.0, correct=0, seen=0)
         self.save_last()
-        metrics.write_metrics(self.out, self.history)
+        if self.is_main:
+            metrics.write_metrics(self.out, self.history)
         self.log(f"epoch {row['epoch']:>3}/{self.config.epochs}  train loss {row['train_loss']:.4f} "
                  f"acc {100 * row['train_accuracy']:5.1f}%  val loss {val_loss:.4f} acc {100 * val_acc:5.1f}%  "
                  f"{seconds:5.1f}s" + ("  *best*" if improved else ""))
@@ -555,9 +669,14 @@ class Trainer:
     def _final_result(self, seconds, stop):
         from ..io import load
 
+        if not self.is_main:  # rank 0 evaluates and reports; the others are done
+            self._agree_to_stop(stop)
+            return None
+
         self.model.load_state_dict(load(self.best_path))
         held_out = self.splits.test if self.splits.test is not None else self.splits.val
         test_loss, test_acc = self.evaluate(held_out, stop=stop, desc="test")
+        self._agree_to_stop(stop)
         if stop.requested:  # every epoch is done and saved; a resume just runs this evaluation again
             raise TrainingInterrupted(self.last_path, self.epoch - 1, self.steps_per_epoch, self.steps_per_epoch)
         csv_path, json_path = metrics.write_metrics(self.out, self.history)
@@ -575,6 +694,16 @@ class Trainer:
         if self.skipped:
             self.log(f"skipped {len(self.skipped)} unreadable image(s): {', '.join(sorted(self.skipped))}")
         return result
+
+
+def _ranks(distributed):
+    """(rank, world size) of this process: (0, 1) unless ``distributed`` (then excite.distributed is initialised)."""
+    if not distributed:
+        return 0, 1
+    from .. import distributed as dist
+
+    dist.init()
+    return dist.rank(), dist.world_size()
 
 
 def train(config: TrainConfig, out: str = DEFAULT_OUT, log: Optional[Callable[[str], None]] = None,

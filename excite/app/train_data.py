@@ -148,25 +148,30 @@ class EpochBatches:
 
     The first ``skip`` batches come out empty, so a resumed epoch keeps every batch's number (and
     with it the DataLoader's per-batch augmentation seed) without loading what was already trained.
+    In a distributed run of ``world`` ranks a step's global batch holds ``batch_size * world`` images
+    and rank ``rank`` takes every ``world``-th of them from its ``rank``-th (torch's DistributedSampler
+    rule): the global batches are those of one process with a ``world`` times larger batch.
     """
 
-    def __init__(self, n, batch_size, seed):
+    def __init__(self, n, batch_size, seed, rank=0, world=1):
         self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.rank, self.world = rank, world
         self.epoch, self.skip = 0, 0
 
     def set_epoch(self, epoch):
         self.epoch = epoch
 
     def __len__(self):
-        return max(1, self.n // self.batch_size)
+        return max(1, self.n // (self.batch_size * self.world))
 
     def __iter__(self):
         order = np.random.default_rng([self.seed, 2, self.epoch]).permutation(self.n)
-        if self.n < self.batch_size:  # one short batch rather than none
-            yield [] if self.skip else order.tolist()
+        step = self.batch_size * self.world
+        if self.n < step:  # one short batch rather than none
+            yield [] if self.skip else order[self.rank::self.world].tolist()
             return
         for b in range(len(self)):
-            yield [] if b < self.skip else order[b * self.batch_size:(b + 1) * self.batch_size].tolist()
+            yield [] if b < self.skip else order[b * step:(b + 1) * step][self.rank::self.world].tolist()
 
 
 def collate_or_skip(batch):

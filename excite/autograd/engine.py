@@ -86,8 +86,30 @@ def _root_gradient(root, gradient):
     return grad.astype(root.data.dtype, copy=False)
 
 
+# called with no arguments at the end of every backward pass (excite.distributed's gradient averaging)
+_post_backward_hooks = []
+
+
+def register_post_backward_hook(hook):
+    """Call ``hook()`` after every backward pass; returns a handle whose ``remove()`` unregisters it."""
+    _post_backward_hooks.append(hook)
+
+    class _Handle:
+        def remove(self):
+            if hook in _post_backward_hooks:
+                _post_backward_hooks.remove(hook)
+
+    return _Handle()
+
+
 def run_backward(root, gradient=None, retain_graph=False):
     """Compute d(root)/d(leaf) for every leaf that requires grad and accumulate into ``.grad``."""
+    _run_backward(root, gradient, retain_graph)
+    for hook in list(_post_backward_hooks):
+        hook()
+
+
+def _run_backward(root, gradient, retain_graph):
     if not root.requires_grad:
         raise ExciteError(
             "backward() called on a tensor that does not require grad and has no grad_fn; "

@@ -10,7 +10,8 @@ of runs each), so a busy spell on the machine hits all engines alike; the table 
 the ratios excite/torch and excite/best peer (below 1.0 means excite is faster). Every peer runs
 in a process of its own (`protocol`), so excite never imports torch; peers are used only if
 installed. Process-level cases (import time, cold first inference, peak memory) run in fresh
-processes.
+processes. The distributed case (`distributed`, only with ``--case`` or a full run) trains on 1 and 2
+MPI ranks and reports images/s and the scaling efficiency.
 """
 import argparse
 import json
@@ -24,6 +25,7 @@ import time
 
 import numpy as np
 
+from . import distributed
 from .protocol import ROUNDS, Peer, bursts, interleaved
 
 SE_SHAPES = {"8x96x28x28": (8, 96, 28, 28), "32x240x14x14": (32, 240, 14, 14)}
@@ -248,6 +250,8 @@ def run(quick=False, threads=None, reps=None, warmup=2, cases=None):
             if wanted(case):
                 add(case, {"excite_eager": lambda n=name: _excite_train(n, 16, 224)},
                     {"torch": ("train", name, 16, 224)}, case_reps=max(3, reps - 2))
+        if wanted(distributed.CASE):
+            _distributed_row(rows, threads, max(3, reps - 2))
     finally:
         for peer in peers.values():
             peer.close()
@@ -256,6 +260,20 @@ def run(quick=False, threads=None, reps=None, warmup=2, cases=None):
         rows.append({"case": case, "excite_s": ex_v, **{f"{e}_s": None for e in ENGINES[1:]}, "torch_s": th_v})
         _print_row(rows[-1])
     return rows
+
+
+def _distributed_row(rows, threads, reps):
+    """Data-parallel training throughput at 1 and 2 MPI ranks (`distributed`); skipped without mpiexec."""
+    from ..launch import find_mpiexec
+
+    if find_mpiexec() is None or _try_import("mpi4py") is None:
+        print(f"{distributed.CASE:32s}skipped: needs mpi4py and mpiexec (pip install \"excite[distributed]\")")
+        return
+    row = {**{f"{e}_s": None for e in ENGINES}, **distributed.row(threads, reps)}
+    rows.append(row)
+    print(f"{row['case']:32s}{_fmt(row['excite_s'], row['case']):>10s} a step at 1 rank; images/s: "
+          f"{row['images_per_s_1_rank']:.1f} at 1 rank, {row['images_per_s_2_ranks']:.1f} at 2 ranks (batch "
+          f"{distributed.BATCH} each), scaling efficiency {row['scaling_efficiency']:.2f}", flush=True)
 
 
 def _fmt(v, case):
@@ -295,6 +313,7 @@ def _known_cases():
     names = [f"se_{kind}_{label}" for label in SE_SHAPES for kind in ("fwd", "fwdbwd")]
     names += [f"infer_{name}_b{batch}" for name in INFER_MODELS for batch in (1, 16)]
     names += [f"train_{name}_b16" for name in TRAIN_MODELS]
+    names.append(distributed.CASE)
     process_cases(1, False, lambda name: names.append(name) and False)  # only asks which cases it has
     return names
 
