@@ -266,12 +266,29 @@ def _add_source_options(p):
                    help="input side in pixels (default: as the model was trained, else 224)")
 
 
+class _IntermixedParser(_Parser):
+    """Options and positionals in any order (`excite predict CKPT --model M IMAGE...`): argparse alone
+    would give an optional positional list its empty value at the first option."""
+
+    _inside = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._inside:  # parse_known_intermixed_args calls back here for its two passes
+            return super().parse_known_args(args, namespace)
+        self._inside = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._inside = False
+
+
 def _add_predict(sub):
     p = sub.add_parser(
         "predict", help="classify images with a checkpoint or pretrained model",
         description="Print the top-k classes of each image. CHECKPOINT_OR_MODEL is an excite checkpoint "
                     "(best.pth or last.pth of excite train), a PyTorch/safetensors checkpoint of a registered model "
                     "(with --model), or a registered model name with --weights.")
+    p.__class__ = _IntermixedParser  # (add_parser builds the subparsers' one class)
     p.add_argument("source", metavar="CHECKPOINT_OR_MODEL")
     p.add_argument("images", metavar="IMAGE", nargs="*")
     _add_source_options(p)
