@@ -266,6 +266,10 @@ def _add_info(sub):
     p.add_argument("--depth", metavar="N", type=_integer(1), default=3,
                    help="show modules down to this nesting depth (default 3)")
     p.add_argument("--json", action="store_true", help="print JSON (every module) instead of a table")
+    p.add_argument("--cache", action="store_true",
+                   help="show where the compiled kernels are cached ($EXCITE_HOME/kernels), how many and how large")
+    p.add_argument("--clear-cache", action="store_true",
+                   help="delete the compiled kernels (they compile again on first use, or with excite warmup)")
     p.set_defaults(func=_run_info)
 
 
@@ -273,6 +277,15 @@ def _run_info(args):
     from ..vision.models import default_input_size, get_model, list_models
     from .summary import format_summary, summarize, summary_json
 
+    if args.cache or args.clear_cache:
+        from ..kernels import cache
+
+        if args.clear_cache:
+            freed = cache.clear()
+            print(f"removed {cache.root()} ({freed / 2**20:.1f} MB)")
+        if args.cache:
+            print("\n".join(cache.describe()))
+        return 0
     if args.source is None:
         print("\n".join(list_models()))
         return 0

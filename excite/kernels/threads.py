@@ -16,7 +16,7 @@ import os
 import threading
 import types
 
-from . import bounds
+from . import bounds, cache
 
 _ENV = "EXCITE_NUM_THREADS"
 _CONTROL_ENV = "EXCITE_THREAD_CONTROL"
@@ -224,6 +224,7 @@ def _jit(func, **options):
     EXCITE_KERNEL_BOUNDSCHECK=1, see `bounds`)."""
     import numba
 
+    cache.install()  # into $EXCITE_HOME/kernels/<key>, before the first njit creates its cache
     if bounds.enabled():
         func = _renamed(func, bounds.SUFFIX)
     return numba.njit(**bounds.jit_options(dict(dict(cache=True, nogil=True, error_model="numpy"), **options)))(func)
