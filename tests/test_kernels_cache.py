@@ -65,7 +65,8 @@ def test_compiled_kernels_land_in_excite_home_never_next_to_the_sources(tmp_path
             "from excite.kernels.compiled import elementwise\n"
             "print(elementwise.activation_forward._parallel._cache._cache_path)\n")
     before = _cache_files_beside_sources()
-    out = subprocess.run([sys.executable, "-c", code], env=_env(tmp_path), capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-c", code], env=_env(tmp_path, EXCITE_KERNEL_PREFETCH="0"),
+                         capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr
     path = out.stdout.split()[-1]

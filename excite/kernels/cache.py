@@ -4,7 +4,7 @@ numba caches a function beside its source file (``__pycache__``) by default: ins
 which may be read-only or shared between users and machines. excite's kernels go to the per-user
 directory instead (`excite._home.excite_home`, the one checkpoints use), in a subdirectory whose
 name is the key: excite's version, numba's and llvmlite's, the CPU's name and a hash of its features,
-and a hash of every source file of the kernels (numba's own index checks only the file a function is
+and a hash of the kernels' source files (numba's own index checks only the file a function is
 defined in, not the helpers and formulas it inlines from other files). Another CPU, another version
 or an edited kernel file therefore never loads a stale build; the bounds-checked build
 (`bounds`) has keys of its own. Only functions defined under ``excite/kernels`` are redirected.
@@ -29,20 +29,26 @@ def root():
     return os.path.join(excite_home(), "kernels")
 
 
+# what the compiled code is made of: numba's code, the activation formulas it inlines, the jit options
+SOURCES = ("activations.py", "threads.py", "bounds.py")
+
+
 def sources_hash(top=None):
-    """A hash of every ``.py`` file of the kernels (``top``, default this package, and its ``compiled/``);
-    this package's once a process."""
+    """A hash of the kernels' sources (``compiled/*.py`` and `SOURCES` under ``top``, default this
+    package); this package's once a process."""
     global _sources_hash
     if top is None and _sources_hash is not None:
         return _sources_hash
+    top = top or KERNELS_DIR
+    compiled = os.path.join(top, "compiled")
+    paths = [os.path.join(top, name) for name in SOURCES]
+    paths += [os.path.join(compiled, name) for name in sorted(os.listdir(compiled)) if name.endswith(".py")]
     digest = hashlib.sha256()
-    for folder in (top or KERNELS_DIR, os.path.join(top or KERNELS_DIR, "compiled")):
-        for name in sorted(os.listdir(folder)):
-            if name.endswith(".py"):
-                digest.update(name.encode())
-                with open(os.path.join(folder, name), "rb") as f:
-                    digest.update(f.read())
-    if top is None:
+    for path in paths:
+        digest.update(os.path.relpath(path, top).encode())
+        with open(path, "rb") as f:
+            digest.update(f.read())
+    if top == KERNELS_DIR:
         _sources_hash = digest.hexdigest()[:12]
     return digest.hexdigest()[:12]
 
