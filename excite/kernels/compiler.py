@@ -8,7 +8,7 @@ a bar on a terminal ("compiling kernels for this CPU, once: 7/19"), one plain li
 otherwise. The worker writes the build to the cache; this process then loads it from there.
 
 Up to `max_workers` workers (two on two cores) take queued builds: `prefetch` queues the builds a
-workload is known to need (`signatures`) so that they compile side by side, the one being waited
+workload is known to need (``signatures.txt``) so that they compile side by side, the one being waited
 for first. Two builds of one function never run at once (numba's index file of a function is
 read, extended and rewritten by each build). ``EXCITE_KERNEL_WORKERS=0`` compiles in-process
 (the notice still shows).
@@ -455,6 +455,13 @@ def _serve():
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C at the terminal ends the worker at once
+    if sys.platform.startswith("linux"):  # and so does the end of the process it works for, however it ends
+        try:
+            import ctypes
+
+            ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # anything else printed goes where stderr goes
     for line in sys.stdin.buffer:
