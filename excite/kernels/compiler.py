@@ -64,12 +64,15 @@ def is_cached(dispatcher, sig):
     cache_file = getattr(impl, "_cache_file", None)
     if cache_file is None:
         return True  # not cached on disk at all: nothing a worker could do
+    from numba.core.compiler_lock import global_compiler_lock
+
     ctx = dispatcher.targetctx
-    ctx.refresh()
-    try:
-        return impl._index_key(sig, ctx.codegen()) in cache_file._load_index()
-    except Exception:  # noqa: BLE001  (an unreadable index: numba recompiles, so do we)
-        return False
+    with global_compiler_lock:  # refreshing the target context is not thread-safe (numba's own loads hold it)
+        ctx.refresh()
+        try:
+            return impl._index_key(sig, ctx.codegen()) in cache_file._load_index()
+        except Exception:  # noqa: BLE001  (an unreadable index: numba recompiles, so do we)
+            return False
 
 
 # ----- the builds a workload needs: signatures.txt -------------------------------------------------
