@@ -137,3 +137,31 @@ def test_ctrl_c_stops_the_wait_for_a_compiling_worker(tmp_path):
 def test_worker_count(monkeypatch, value, expected):
     monkeypatch.setenv(compiler.WORKERS_ENV, value)
     assert compiler.max_workers() == (min(2, os.cpu_count() or 1) if expected is None else expected)
+
+
+def test_the_first_miss_queues_the_workloads_that_need_it_training_first_when_expected(monkeypatch):
+    workloads = {"small_compiled": [(SMALL, SMALL_SIG), (("m", "infer_only", "parallel"), "int64")],
+                 "digits_train": [(SMALL, SMALL_SIG), (("m", "train_only", "parallel"), "int64")],
+                 "unrelated": [(("m", "other", "parallel"), "int64")]}
+    monkeypatch.setattr(compiler, "load_workloads", lambda: workloads)
+    queued = []
+    monkeypatch.setattr(compiler, "queue", lambda entries: queued.append([e[0][1] for e in entries]))
+    sig = compiler.parse_sig(SMALL_SIG)
+    for expected, order in ((None, ["activation_forward", "infer_only", "activation_forward", "train_only"]),
+                            ("train", ["activation_forward", "train_only", "activation_forward", "infer_only"])):
+        monkeypatch.setattr(compiler, "_prefetched", False)
+        monkeypatch.setattr(compiler, "_expected", expected)
+        compiler.prefetch(SMALL, sig)
+        compiler.prefetch(SMALL, sig)  # once a process
+        assert queued.pop() == order and not queued
+
+
+def test_excite_train_stops_at_once_on_ctrl_c_while_kernels_compile(monkeypatch):
+    from excite.app.train import _StopRequest
+
+    request = _StopRequest()
+    request._handle(signal.SIGINT, None)  # usually: a request to stop at the next batch
+    assert request.requested
+    monkeypatch.setattr(compiler, "_waiting", 1)
+    with pytest.raises(KeyboardInterrupt):
+        _StopRequest()._handle(signal.SIGINT, None)

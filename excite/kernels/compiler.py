@@ -159,7 +159,10 @@ def prefetch(ident, sig):
     text = format_sig(sig)
     if text is None or bounds_enabled():
         return
-    queue(entry for entries in load_workloads().values() if (ident, text) in entries for entry in entries)
+    workloads = load_workloads()
+    names = sorted((name for name, entries in workloads.items() if (ident, text) in entries),
+                   key=lambda name: _expected is None or _expected not in name)  # stable: file order otherwise
+    queue(entry for name in names for entry in workloads[name])
 
 
 def bounds_enabled():
@@ -287,8 +290,13 @@ class Pool:
 
     def wait(self, task):
         """Block until ``task`` is built; Ctrl-C interrupts the wait within a fraction of a second."""
-        while not task.done.wait(0.1):
-            pass
+        global _waiting
+        _waiting += 1
+        try:
+            while not task.done.wait(0.1):
+                pass
+        finally:
+            _waiting -= 1
         return task.error is None
 
     def _next(self):
@@ -365,6 +373,21 @@ class Pool:
 
 _pool = None
 _pool_lock = threading.Lock()
+_waiting = 0  # waits in progress for a build (a SIGINT handler that defers Ctrl-C should not then)
+_expected = None  # "train" or "inference": whose builds `prefetch` queues first
+
+
+def waiting():
+    """True while this process waits for a kernel build: a Ctrl-C handler that normally defers the stop
+    to a safe point (``excite train``) should raise KeyboardInterrupt at once then."""
+    return _waiting > 0
+
+
+def expect(kind):
+    """Say what this process is about to do ("train" or "inference"): `prefetch` queues the builds of
+    the workloads named so first, in the order they are needed."""
+    global _expected
+    _expected = kind
 
 
 def _forget_pool():
