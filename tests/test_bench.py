@@ -2,6 +2,7 @@
 the alternating rounds, and one real case end to end with the torch peer and the JSON rows."""
 import io
 import json
+import os
 import subprocess
 import sys
 
@@ -100,3 +101,24 @@ def test_distributed_case_runs_on_two_ranks():
     seconds = distributed.measure(2, 2, steps=1, warmup=0, batch=2, size=32, timeout=240)
     assert seconds > 0
     assert distributed.CASE in bench._known_cases() and distributed.CASE not in bench.QUICK_CASES
+
+
+def test_first_ever_cases_run_fresh_processes_on_an_empty_kernel_cache(monkeypatch):
+    from excite.app.bench import runner
+
+    seen = []
+
+    def fake_fresh(code, env=None):
+        home = env["EXCITE_HOME"]
+        seen.append((code, home, os.listdir(home), "NUMBA_CACHE_DIR" in env))
+        return [1.5]
+
+    monkeypatch.setattr(runner, "_fresh", fake_fresh)
+    monkeypatch.setenv("NUMBA_CACHE_DIR", "/somewhere/else")
+    rows = runner.process_cases(1, False, lambda name: name.startswith("first_ever"))
+    assert [case for case, _, _ in rows] == ["first_ever_inference_s", "first_ever_train_step_s"]
+    assert [code for code, *_ in seen] == [runner._COLD_EXCITE, runner._TRAIN_STEP_EXCITE]
+    for _, home, listing, numba_dir in seen:
+        assert listing == [] and not numba_dir and not os.path.exists(home)  # empty, then removed
+    assert seen[0][1] != seen[1][1]
+    assert "first_ever_train_step_s" in runner._known_cases()

@@ -15,7 +15,7 @@ from PIL import Image
 import excite as ex
 from excite.app.cli import main
 
-VERBS = ("train", "predict", "info", "convert", "export", "bench")
+VERBS = ("train", "predict", "info", "convert", "export", "warmup", "bench")
 
 
 def _cli(*args, timeout=120):

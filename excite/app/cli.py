@@ -1,4 +1,4 @@
-"""The `excite` command: train, predict, info, convert, export and bench."""
+"""The `excite` command: train, predict, info, convert, export, warmup and bench."""
 import argparse
 import json
 import os
@@ -387,6 +387,10 @@ def _add_info(sub):
     p.add_argument("--depth", metavar="N", type=_integer(1), default=3,
                    help="show modules down to this nesting depth (default 3)")
     p.add_argument("--json", action="store_true", help="print JSON (every module) instead of a table")
+    p.add_argument("--cache", action="store_true",
+                   help="show where the compiled kernels are cached ($EXCITE_HOME/kernels), how many and how large")
+    p.add_argument("--clear-cache", action="store_true",
+                   help="delete the compiled kernels (they compile again on first use, or with excite warmup)")
     p.set_defaults(func=_run_info)
 
 
@@ -394,6 +398,15 @@ def _run_info(args):
     from ..vision.models import default_input_size, get_model, list_models
     from .summary import format_summary, summarize, summary_json
 
+    if args.cache or args.clear_cache:
+        from ..kernels import cache
+
+        if args.clear_cache:
+            freed = cache.clear()
+            print(f"removed {cache.root()} ({freed / 2**20:.1f} MB)")
+        if args.cache:
+            print("\n".join(cache.describe()))
+        return 0
     if args.source is None:
         print("\n".join(list_models()))
         return 0
@@ -535,6 +548,32 @@ def _run_bench(argv):
     return bench.main(argv)
 
 
+# ----- warmup --------------------------------------------------------------------------------------
+def _add_warmup(sub):
+    p = sub.add_parser(
+        "warmup", help="compile the kernels for this CPU now (else they compile on first use)",
+        description="Compile now, in worker processes side by side, the kernels excite's usual workloads need "
+                    "(inference and training of the bundled model families), into the per-user cache "
+                    "(excite info --cache shows it). Without this, each kernel compiles the first time it runs.")
+    p.add_argument("--workers", metavar="N", type=_integer(1), help="compiling processes (default: up to 2)")
+    p.set_defaults(func=_run_warmup)
+
+
+def _run_warmup(args):
+    import time
+
+    from ..kernels import cache, compiler
+
+    started = time.perf_counter()
+    if args.workers:
+        compiler.pool().workers = args.workers
+    compiled, failed, cached = compiler.warmup()
+    print(f"kernels ready in {cache.directory()}: {compiled} compiled now, {cached} already cached"
+          + (f", {failed} failed (they compile on first use instead)" if failed else "")
+          + f" ({time.perf_counter() - started:.1f} s)")
+    return 1 if failed else 0
+
+
 # ----- entry point -------------------------------------------------------------------------------
 def build_parser():
     from .. import __version__
@@ -548,6 +587,7 @@ def build_parser():
     _add_info(sub)
     _add_convert(sub)
     _add_export(sub)
+    _add_warmup(sub)
     sub.add_parser("bench", help="benchmark excite against PyTorch and onnxruntime (excite bench --help)",
                    add_help=False)
     return parser

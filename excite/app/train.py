@@ -147,6 +147,11 @@ def build_scheduler(optimizer, total_steps, warmup):
 
 
 # ----- Ctrl-C ----------------------------------------------------------------------------------
+def _compiling():
+    compiler = sys.modules.get("excite.kernels.compiler")  # not imported: nothing compiles
+    return compiler is not None and compiler.waiting()
+
+
 class _StopRequest:
     """Turns the first SIGINT into a request to stop at the next safe point (between two batches).
 
@@ -160,8 +165,8 @@ class _StopRequest:
 
     def _handle(self, signum, frame):
         # no output and no imports here: the handler may run in the middle of either
-        if self.requested:
-            raise KeyboardInterrupt
+        if self.requested or _compiling():
+            raise KeyboardInterrupt  # (while kernels compile: at once, the next safe point may be a minute off)
         self.requested = True
 
     @contextmanager
@@ -436,6 +441,9 @@ class Trainer:
             stop.requested = self._sum_over_ranks([float(stop.requested)])[0] > 0
 
     def _run(self, stop_at):
+        from ..kernels import compiler
+
+        compiler.expect("train")  # an empty kernel cache compiles the training builds first
         c = self.config
         started = time.perf_counter()
         stop = _StopRequest()

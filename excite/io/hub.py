@@ -7,6 +7,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+from .._home import excite_home
 from ..errors import CheckpointError, ExciteError, InvalidArgumentError
 from . import _files
 
@@ -22,12 +23,7 @@ class DownloadError(ExciteError, OSError):
 
 def get_dir():
     """The cache root: ``set_dir``'s, else $EXCITE_HOME, else $XDG_CACHE_HOME/excite, else ~/.cache/excite."""
-    if _hub_dir is not None:
-        return _hub_dir
-    if os.environ.get("EXCITE_HOME"):
-        return os.path.expanduser(os.environ["EXCITE_HOME"])
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
-    return os.path.expanduser(os.path.join(cache, "excite"))
+    return _hub_dir if _hub_dir is not None else excite_home()
 
 
 def set_dir(directory):

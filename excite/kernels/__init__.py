@@ -13,7 +13,9 @@ for the arrays in hand and calls the compiled kernels in `compiled/` (numba; loa
 - ``layout``: NCHW shapes in channels-last memory; ``buffers``: a pool of reused large outputs;
   ``blas``: matrix products on excite's threads; ``threads``: lazy compilation, thread count and
   the size below which NumPy is cheaper than a compiled launch; ``bounds``: the bounds-checked
-  build of the compiled kernels (EXCITE_KERNEL_BOUNDSCHECK=1).
+  build of the compiled kernels (EXCITE_KERNEL_BOUNDSCHECK=1); ``cache``: where the builds are
+  cached ($EXCITE_HOME/kernels/<key>); ``compiler``: builds in worker processes, with a notice
+  (``signatures.txt``: the builds the usual workloads need).
 
 `compiled/` holds the numba code: ``simd`` (LLVM IR vector helpers), ``gemm`` (matrix-product
 micro-kernels), ``depthwise_cl`` (depthwise row kernels), ``batchnorm`` and ``channel_reduce``

@@ -16,7 +16,7 @@ import os
 import threading
 import types
 
-from . import bounds
+from . import bounds, cache
 
 _ENV = "EXCITE_NUM_THREADS"
 _CONTROL_ENV = "EXCITE_THREAD_CONTROL"
@@ -172,10 +172,11 @@ class Kernel:
 
     def _compile(self, parallel):
         configured()
+        ident = (self.func.__module__, self.__name__, "parallel" if parallel else "serial")
         if parallel:
-            self._parallel = _jit(self.func, parallel=True)
+            self._parallel = _jit(self.func, ident, parallel=True)
             return self._parallel
-        self._serial = _jit(_renamed(self.func, "_serial"))
+        self._serial = _jit(_renamed(self.func, "_serial"), ident)
         return self._serial
 
     def serial(self, *args):
@@ -219,14 +220,20 @@ class LazyModule:
         return value
 
 
-def _jit(func, **options):
+def _jit(func, ident=None, **options):
     """``numba.njit(func)`` with the options every kernel and helper shares (checked under
-    EXCITE_KERNEL_BOUNDSCHECK=1, see `bounds`)."""
+    EXCITE_KERNEL_BOUNDSCHECK=1, see `bounds`). Called from Python with new argument types, a
+    function with an ``ident`` (module, name, variant: see `compiler.resolve`) compiles in a worker
+    process, with a notice (`compiler`)."""
     import numba
 
+    from . import compiler
+
+    cache.install()  # into $EXCITE_HOME/kernels/<key>, before the first njit creates its cache
     if bounds.enabled():
         func = _renamed(func, bounds.SUFFIX)
-    return numba.njit(**bounds.jit_options(dict(dict(cache=True, nogil=True, error_model="numpy"), **options)))(func)
+    dispatcher = numba.njit(**bounds.jit_options(dict(dict(cache=True, nogil=True, error_model="numpy"), **options)))(func)
+    return dispatcher if ident is None else compiler.hook(dispatcher, ident)
 
 
 def kernel(func):
@@ -236,7 +243,7 @@ def kernel(func):
 
 def helper(func):
     """Decorator for small njit functions that kernels call (LLVM usually inlines them)."""
-    return _jit(func)
+    return _jit(func, (func.__module__, func.__name__, "helper"))
 
 
 def inline_helper(func, cache=True):

@@ -9,7 +9,8 @@ case is warmed up in every engine, then timed in rounds in which the engines tak
 of runs each), so a busy spell on the machine hits all engines alike; the table shows medians and
 the ratios excite/torch and excite/best peer (below 1.0 means excite is faster). Every peer runs
 in a process of its own (`protocol`), so excite never imports torch; peers are used only if
-installed. Process-level cases (import time, cold first inference, peak memory) run in fresh
+installed. Process-level cases (import time, cold first inference, peak memory, and the first-ever
+inference and training step, with an empty kernel cache in a fresh $EXCITE_HOME) run in fresh
 processes. The distributed case (`distributed`, only with ``--case`` or a full run) trains on 1 and 2
 MPI ranks and reports images/s and the scaling efficiency.
 """
@@ -138,6 +139,21 @@ with ex.no_grad():
     m(ex.randn(1, 3, 224, 224))
 print(time.perf_counter() - t0)
 """
+# one step of `excite train`'s default run: the digits network, a batch of 64 at 32x32, AdamW
+_TRAIN_STEP_EXCITE = """
+import time; t0 = time.perf_counter()
+import numpy as np
+import excite as ex
+import excite.nn.functional as F
+from excite import optim
+from excite.vision import models
+m = models.get_model("mobilenet_v3_digits").train()
+opt = optim.AdamW(m.parameters(), lr=0.01)
+loss = F.cross_entropy(m(ex.randn(64, 3, 32, 32)), ex.tensor(np.arange(64) % 10))
+loss.backward()
+opt.step()
+print(time.perf_counter() - t0)
+"""
 # VmHWM, not ru_maxrss: Linux carries ru_maxrss across fork+exec, so a child started by this
 # (large) process would report the parent's peak
 _RSS_SUFFIX = """
@@ -171,10 +187,12 @@ def process_cases(threads, have_torch, wanted, reps=3):
     if wanted("peak_rss_mb_infer_small_b1"):
         ex_rss = _fresh(_COLD_EXCITE + _RSS_SUFFIX, env)[1]
         rows.append(("peak_rss_mb_infer_small_b1", ex_rss, _torch_once("rss", threads) if have_torch else None))
-    if wanted("first_ever_inference_s"):
-        with tempfile.TemporaryDirectory() as cache:
-            first = _fresh(_COLD_EXCITE, dict(env, NUMBA_CACHE_DIR=cache))[0]
-        rows.append(("first_ever_inference_s", first, None))
+    # first ever: an empty kernel cache, as on a fresh install (a fresh $EXCITE_HOME, which holds it)
+    fresh_env = {k: v for k, v in env.items() if k != "NUMBA_CACHE_DIR"}
+    for case, code in (("first_ever_inference_s", _COLD_EXCITE), ("first_ever_train_step_s", _TRAIN_STEP_EXCITE)):
+        if wanted(case):
+            with tempfile.TemporaryDirectory() as home:
+                rows.append((case, _fresh(code, dict(fresh_env, EXCITE_HOME=home))[0], None))
     return rows
 
 
