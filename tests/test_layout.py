@@ -14,7 +14,8 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent / "excite"
 # reversed); a name missing here is a new top-level part that needs a place in this table
 LAYERS = {
     "errors": set(),
-    "kernels": {"errors"},
+    "_home": set(),  # $EXCITE_HOME: where downloads (io) and compiled kernels (kernels) are cached
+    "kernels": {"errors", "_home"},
     "dtypes": {"errors"},
     "random": {"errors", "dtypes"},
     # the engine's two halves know each other, as in torch: a Function returns Tensors, and
@@ -23,7 +24,7 @@ LAYERS = {
     "tensor": {"autograd", "kernels", "errors", "dtypes", "random"},
     "creation": {"tensor", "autograd", "kernels", "errors", "dtypes", "random"},
 }
-LOWER = {"kernels", "errors", "dtypes", "random", "autograd", "tensor", "creation"}
+LOWER = {"kernels", "errors", "_home", "dtypes", "random", "autograd", "tensor", "creation"}
 LAYERS.update({
     "nn": LOWER,
     "io": LOWER,
