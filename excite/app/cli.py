@@ -157,12 +157,11 @@ def _check_resume_options(args, stored, path):
                 f"got {option} {getattr(args, key)} (start a new run with --out to change it)")
 
 
-def _run_train(args):
-    from .train import DEFAULT_OUT, Trainer, fresh_run_dir, latest_run, load_run_checkpoint
+def _run_dir_and_checkpoint(args):
+    """(run directory, checkpoint path, checkpoint) of `excite train`: the run ``--resume`` names (path and
+    checkpoint None otherwise: a fresh directory, or ``--out`` when it holds no run yet)."""
+    from .train import DEFAULT_OUT, fresh_run_dir, latest_run, load_run_checkpoint
 
-    progress = not args.no_progress
-    if args.distributed:
-        return _run_train_distributed(args)
     if args.resume is not None:
         if args.resume is True:
             out = args.out or latest_run(DEFAULT_OUT) or DEFAULT_OUT
@@ -170,22 +169,30 @@ def _run_train(args):
             if not os.path.isfile(path):
                 raise InvalidArgumentError(f"nothing to resume: no last.pth in {_shown(os.path.abspath(out))}")
         else:
-            path = args.resume
+            path, out = args.resume, args.out
             if not os.path.isfile(path):
                 raise InvalidArgumentError(f"no such file: {path}")
-            out = args.out
         checkpoint = load_run_checkpoint(path)
         _check_resume_options(args, checkpoint["config"], path)
+        return out, path, checkpoint
+    if args.out is None:
+        return fresh_run_dir(DEFAULT_OUT), None, None
+    if os.path.exists(os.path.join(args.out, "last.pth")):
+        raise InvalidArgumentError(f"{args.out} already holds a run; continue it with --resume, or pick another --out")
+    return args.out, None, None
+
+
+def _run_train(args):
+    from .train import Trainer
+
+    progress = not args.no_progress
+    if args.distributed:
+        return _run_train_distributed(args)
+    out, path, checkpoint = _run_dir_and_checkpoint(args)
+    if checkpoint is not None:
         trainer = Trainer.resume(path, out=out, progress=progress, workers=args.workers, checkpoint=checkpoint,
                                  epochs=args.epochs)
     else:
-        if args.out is None:
-            out = fresh_run_dir(DEFAULT_OUT)
-        else:
-            out = args.out
-            if os.path.exists(os.path.join(out, "last.pth")):
-                raise InvalidArgumentError(f"{out} already holds a run; continue it with --resume, or pick "
-                                           "another --out")
         trainer = Trainer(_train_config(args), out, progress=progress)
     result = trainer.run()
     _report(result)
@@ -206,36 +213,15 @@ def _run_train_distributed(args):
     """`excite train --distributed` on one rank of an MPI job: rank 0 decides the run directory and reads the
     checkpoint to resume, every rank trains, rank 0 prints and saves."""
     from .. import distributed
-    from .train import DEFAULT_OUT, Trainer, fresh_run_dir, latest_run, load_run_checkpoint
+    from .train import Trainer
 
     comm = distributed.init()
     main_rank = comm.Get_rank() == 0
 
-    def decide():  # on rank 0 only: (out, resume path, checkpoint) or the error every rank raises
-        if args.resume is not None:
-            if args.resume is True:
-                out = args.out or latest_run(DEFAULT_OUT) or DEFAULT_OUT
-                path = os.path.join(out, "last.pth")
-                if not os.path.isfile(path):
-                    raise InvalidArgumentError(f"nothing to resume: no last.pth in {_shown(os.path.abspath(out))}")
-            else:
-                path, out = args.resume, args.out
-                if not os.path.isfile(path):
-                    raise InvalidArgumentError(f"no such file: {path}")
-            checkpoint = load_run_checkpoint(path)
-            _check_resume_options(args, checkpoint["config"], path)
-            return out, path, checkpoint
-        if args.out is None:
-            return fresh_run_dir(DEFAULT_OUT), None, None
-        if os.path.exists(os.path.join(args.out, "last.pth")):
-            raise InvalidArgumentError(f"{args.out} already holds a run; continue it with --resume, or pick "
-                                       "another --out")
-        return args.out, None, None
-
     decided = None
     if main_rank:
         try:
-            decided = decide()
+            decided = _run_dir_and_checkpoint(args)
         except ExciteError as e:
             decided = e
     # the checkpoint travels to the other ranks: they need no access to rank 0's files
