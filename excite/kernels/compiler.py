@@ -36,13 +36,9 @@ def in_worker():
 
 def max_workers():
     """``EXCITE_KERNEL_WORKERS`` if set (0: compile in-process), else min(2, cores)."""
-    value = os.environ.get(WORKERS_ENV, "").strip()
-    if value:
-        try:
-            return max(0, int(value))
-        except ValueError:
-            pass
-    return min(2, os.cpu_count() or 1)
+    from .threads import env_int
+
+    return env_int(WORKERS_ENV, min(2, os.cpu_count() or 1), 0)
 
 
 # ----- what a build is --------------------------------------------------------------------------

@@ -37,15 +37,20 @@ def compiled_worthwhile(array, kind):
     return array.dtype.name in FLOATS and array.size >= COMPILED_MIN_ELEMENTS[kind]
 
 
-def requested_threads():
-    """Threads the kernels may use: ``EXCITE_NUM_THREADS`` if set (>= 1), else every core."""
-    value = os.environ.get(_ENV, "").strip()
+def env_int(name, default, low):
+    """The integer in environment variable ``name`` (at least ``low``), or ``default`` when unset or not a number."""
+    value = os.environ.get(name, "").strip()
     if value:
         try:
-            return max(1, int(value))
+            return max(low, int(value))
         except ValueError:
             pass
-    return os.cpu_count() or 1
+    return default
+
+
+def requested_threads():
+    """Threads the kernels may use: ``EXCITE_NUM_THREADS`` if set (>= 1), else every core."""
+    return env_int(_ENV, os.cpu_count() or 1, 1)
 
 
 def thread_control():
