@@ -9,6 +9,7 @@ model. ``raise``: rank 1 raises in the middle of a step while rank 0 waits in th
 The data, model and global batches come from the functions here, which the test reuses for its
 single-process reference.
 """
+import faulthandler
 import hashlib
 import json
 import sys
@@ -153,6 +154,9 @@ def resume(out):
     Trainer.resume(os.path.join(out, "stopped", "last.pth"), progress=False, distributed=True).run()
 
 
+HANG_SECONDS = 220  # below the launching test's timeout: a rank stuck in MPI prints where, then exits non-zero
+
 if __name__ == "__main__":
+    faulthandler.dump_traceback_later(HANG_SECONDS, exit=True)
     mode, out = sys.argv[1], sys.argv[2]
     {"train": train, "raise": raise_in_a_rank, "resume": resume}[mode](out)

@@ -1,6 +1,8 @@
 """Batch inference on Ray Data (a local Ray of 2 CPUs): `excite predict --ray` over a few hundred generated images
 in nested folders, one of them corrupt, writes the same predictions as single-process `excite predict`, and
 reports the corrupt file in its row; `ExcitePredictor` on `ray.data.read_images` agrees too."""
+import faulthandler
+
 import numpy as np
 import pytest
 
@@ -11,12 +13,19 @@ pq = pytest.importorskip("pyarrow.parquet")
 CLASSES = ["apple", "bus", "cat", "dog"]
 
 
+HANG_SECONDS = 300  # the whole module takes ~25 s; a Ray job that hangs ends the run with the stacks printed
+
+
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    yield
-    ray.shutdown()
+    faulthandler.dump_traceback_later(HANG_SECONDS, exit=True)
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        yield
+        ray.shutdown()
+    finally:
+        faulthandler.cancel_dump_traceback_later()
 
 
 @pytest.fixture(scope="module")
