@@ -567,6 +567,9 @@ def _grouped_backward_weight_cl(grad, x, w_shape, stride, padding, dilation, gro
     og, k = o // groups, cg * kh * kw
     g = nhwc(grad.astype(x.dtype, copy=False))
     n, oh, ow = g.shape[:3]
+    lanes = grouped.VECTOR_BYTES // x.itemsize
+    if og == cg and cg in grouped.PACKED_WIDTHS and lanes % cg == 0:
+        return _packed_backward_weight(g, x, w_shape, stride, padding, dilation, lanes)
     xp, (sn, sh, sw), taps = _group_padded_taps(x, cg, kh, kw, padding, dilation)
     rows = buffers.empty((n * oh * ow, groups * k), x.dtype)
     grouped.gather_group_taps(xp, taps, rows, sn, stride[0] * sh, stride[1] * sw, oh, ow, cg,
@@ -579,6 +582,22 @@ def _grouped_backward_weight_cl(grad, x, w_shape, stride, padding, dilation, gro
                                     work_ns=pixels * o * k * pointwise.NS_PER_MADD)
     total = partial[0] if chunks == 1 else partial.sum(axis=0)
     return total.reshape(w_shape)
+
+
+def _packed_backward_weight(g, x, w_shape, stride, padding, dilation, lanes):
+    """The weight gradient of packed groups (`grouped.grouped_weight_gradient_packed`), [O, W, KH, KW]."""
+    o, width, kh, kw = w_shape
+    n, oh, ow = g.shape[:3]
+    xp, (sn, sh, sw), taps = _group_padded_taps(x, 1, kh, kw, padding, dilation)
+    blocks = -(-o // lanes)
+    chunks = max(1, min(pointwise.GRADIENT_CHUNKS, n * oh // 4))
+    partial = np.empty((chunks, blocks, kh * kw, width, lanes), x.dtype)
+    grouped.grouped_weight_gradient_packed(xp, taps, g.reshape(-1, o), partial, sn, stride[0] * sh, stride[1] * sw,
+                                           oh, ow, work_ns=g.size * width * kh * kw * pointwise.NS_PER_MADD)
+    total = partial[0] if chunks == 1 else partial.sum(axis=0)
+    # [blocks, taps, oo, group in block, ci] -> [O, ci, taps]
+    total = total.reshape(blocks, kh * kw, width, lanes // width, width).transpose(0, 3, 2, 4, 1)
+    return np.ascontiguousarray(total.reshape(blocks * lanes, width, kh, kw)[:o])
 
 
 # ----- grouped convolutions, other dtypes: NCHW im2col per group --------------------------------

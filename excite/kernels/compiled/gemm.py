@@ -35,9 +35,10 @@ def panel_width(dtype):
     return 2 * VECTOR_BYTES // np.dtype(dtype).itemsize
 
 
-def _broadcast_tile_intrinsic(variant, tile_rows=MR, vectors=2):
+def _broadcast_tile_intrinsic(variant, tile_rows=MR, vectors=2, accumulate=False):
     """``tile(a, a_off, lda, b, b_off, ldb, k, c, c_off, ldc, rows, width[, extra])``:
-    ``c[c_off + i * ldc + j] = sum over kk < k of A(i, kk) * b[b_off + kk * ldb + j]`` for
+    ``c[c_off + i * ldc + j] = sum over kk < k of A(i, kk) * b[b_off + kk * ldb + j]`` (``+=`` when
+    ``accumulate``: the sums start from ``c``) for
     i < rows <= tile_rows, j < width <= ``vectors`` SIMD vectors (two: NR columns), where A(i, kk) is
 
     - ``"rows"``: ``a[a_off + i * lda + kk]`` (rows of ``a``);
@@ -86,7 +87,12 @@ def _broadcast_tile_intrinsic(variant, tile_rows=MR, vectors=2):
                     out += [v.fma(a_val, b_vecs[j], accs[vectors * i + j]) for j in range(vectors)]
                 return out
 
-            final = counted_loop(builder, count, [v.zero] * (vectors * tile_rows), step, "masked" if masked else "tile")
+            if accumulate:
+                start = [v.load_first(c_rows[i], j * v.lanes, row_mask(i, j)) if masked else v.load(c_rows[i], j * v.lanes)
+                         for i in range(tile_rows) for j in range(vectors)]
+            else:
+                start = [v.zero] * (vectors * tile_rows)
+            final = counted_loop(builder, count, start, step, "masked" if masked else "tile")
             for i in range(tile_rows):
                 for j in range(vectors):
                     if masked:
@@ -117,7 +123,7 @@ _gathered_tile = _broadcast_tile_intrinsic("gathered")
 # vector, so no half-masked tile multiplies zeros
 NARROW_MR = 2 * MR
 _gathered_tile_narrow = _broadcast_tile_intrinsic("gathered", NARROW_MR, 1)
-_columns_tile = _broadcast_tile_intrinsic("columns")
+_columns_tile = _broadcast_tile_intrinsic("columns", accumulate=True)
 
 
 # ----- the dot-product micro-kernel -------------------------------------------------------------
@@ -327,8 +333,8 @@ def matmul_at_b(a, b, partial, k_block):
     """``partial[t] = a[k-chunk t].T @ b[k-chunk t]`` for ``a`` [K, M], ``b`` [K, N] (C-contiguous): the
     weight gradient of a 1x1 convolution (K pixels), summed by the caller over the
     ``partial.shape[0]`` chunks of K: a fixed split, so results do not depend on the thread count.
-    Each task sweeps blocks of ``k_block`` rows across all of its [M, N] tiles; a tile's sum over a
-    block is added to ``partial[t]`` (sums of at most ``k_block`` terms, then of the blocks)."""
+    Each task sweeps blocks of ``k_block`` rows across all of its [M, N] tiles, each tile's
+    registers adding a block's terms to ``partial[t]`` in place."""
     k, m = a.shape
     n = b.shape[1]
     nr = 2 * VECTOR_BYTES // a.itemsize
@@ -337,7 +343,7 @@ def matmul_at_b(a, b, partial, k_block):
     for t in prange(chunks):
         dst = partial[t]
         dst[:, :] = 0
-        tile = np.empty((MR, nr), dtype=a.dtype)
+        flat = partial.reshape(-1)
         k0 = t * per_chunk
         k1 = min(k, k0 + per_chunk)
         for kb in range(k0, k1, k_block):
@@ -345,13 +351,8 @@ def matmul_at_b(a, b, partial, k_block):
             for r in range(0, m, MR):
                 rows = min(MR, m - r)
                 for col in range(0, n, nr):
-                    width = min(nr, n - col)
-                    _columns_tile(a, kb * m + r, 1, b, kb * n + col, n, steps, tile.reshape(-1), 0, nr, rows, width, m)
-                    for i in range(rows):
-                        out = dst[r + i]
-                        src = tile[i]
-                        for j in range(width):
-                            out[col + j] += src[j]
+                    _columns_tile(a, kb * m + r, 1, b, kb * n + col, n, steps, flat, (t * m + r) * n + col, n,
+                                  rows, min(nr, n - col), m)
 
 
 @kernel

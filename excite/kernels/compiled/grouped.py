@@ -115,6 +115,109 @@ def grouped_forward_packed(xp, toff, b, out, scale, shift, kind, sn, sh, sw, wid
         _epilogue(dst, zero, ow, zero, o, scale, shift, no_residual, kind)
 
 
+def _packed_gradient_intrinsic(width, taps):
+    """``tile(xp, x_off, ldx, toff, t0, grad, g_off, ldg, pixels, acc, a_off, count)``: the weight gradient
+    of ``taps`` taps (t0 ..) of packed groups of ``width`` channels in and out, over a run of ``pixels``
+    output pixels (one output row):
+    ``acc[a_off + (t * width + oo) * lanes + l] += sum over i < pixels of grad[g_off + i*ldg + (l // width)
+    * width + oo] * xp[x_off + i*ldx + toff[t0 + t] + l]`` for lanes l < count (input channel l % width of
+    group l // width; output channel oo of that group).
+
+    Per pixel, the gradient vector is spread once into ``width`` vectors (output channel oo of each group
+    across the group's lanes) and reused for every tap; each tap is then one load of the input and
+    ``width`` fused multiply-adds. Lanes past ``count`` are neither read nor stored."""
+
+    def codegen(context, builder, signature, args):
+        v = Vectors(context, builder, signature.args[0].dtype)
+        x_data = data_pointer(context, builder, signature.args[0], args[0], "xp")
+        toff_data = data_pointer(context, builder, signature.args[3], args[3], "toff")
+        g_data = data_pointer(context, builder, signature.args[5], args[5], "grad")
+        a_data = data_pointer(context, builder, signature.args[9], args[9], "acc")
+        x_off, ldx, t0, g_off, ldg, pixels, a_off, count = as_i64(builder, args[1:3] + args[4:5] + args[6:9]
+                                                                  + args[10:12])
+        mask = v.lanes_below(count)
+        spread = [[(lane // width) * width + oo for lane in range(v.lanes)] for oo in range(width)]
+        offsets = [as_i64(builder, [v.load_scalar(toff_data, builder.add(t0, v.const(t)))])[0] for t in range(taps)]
+        x_taps = [v.at(x_data, builder.add(x_off, off)) for off in offsets]
+        g_base = v.at(g_data, g_off)
+        a_base = v.at(a_data, a_off)
+
+        def emit(masked):
+            def load(base, offset):
+                return v.load_first(base, offset, mask) if masked else v.load(base, offset)
+
+            def step(i, accs):
+                dy = load(g_base, builder.mul(i, ldg))
+                dys = [v.shuffle(dy, dy, spread[oo]) for oo in range(width)]
+                x_at = builder.mul(i, ldx)
+                out = []
+                for t in range(taps):
+                    x = load(x_taps[t], x_at)
+                    out += [v.fma(dys[oo], x, accs[t * width + oo]) for oo in range(width)]
+                return out
+
+            start = [load(a_base, j * v.lanes) for j in range(taps * width)]
+            final = counted_loop(builder, pixels, start, step, "masked" if masked else "packed_grad")
+            for j, value in enumerate(final):
+                if masked:
+                    v.store_masked(value, a_base, j * v.lanes, mask)
+                else:
+                    v.store(value, a_base, j * v.lanes)
+
+        specialised(builder, builder.icmp_signed("==", count, v.const(v.lanes)), lambda plain: emit(not plain))
+        return context.get_dummy_value()
+
+    @intrinsic
+    def tile(typingctx, xp, x_off, ldx, toff, t0, grad, g_off, ldg, pixels, acc, a_off, count):
+        return types.void(xp, x_off, ldx, toff, t0, grad, g_off, ldg, pixels, acc, a_off, count), codegen
+
+    return tile
+
+
+GRADIENT_TAPS_8 = 3  # taps per pass for groups of 8: 24 accumulators and 8 spread gradient vectors
+_packed_gradient_8 = _packed_gradient_intrinsic(8, GRADIENT_TAPS_8)
+_packed_gradient_8_one = _packed_gradient_intrinsic(8, 1)
+_packed_gradient_16 = _packed_gradient_intrinsic(16, 1)
+
+
+@kernel
+def grouped_weight_gradient_packed(xp, toff, grad, partial, sn, sh, sw, oh, ow):
+    """The weight gradient for packed groups (`grouped_forward_packed`), read straight from the zero-padded
+    channels-last ``xp`` (no gathered copy): ``partial[t, p, tap, oo, l]`` = the sum over the output rows
+    of chunk t of ``grad[pixel, p*lanes + (l // width)*width + oo] * xp[pixel's offset + toff[tap] +
+    p*lanes + l]``; ``grad`` [P, O] the output gradient's pixel rows, ``partial`` [chunks, blocks, taps,
+    width, lanes]. The caller sums the fixed chunks (a split that does not depend on the thread count).
+    One task per chunk and vector block of channels."""
+    chunks, blocks, taps, width, lanes = partial.shape
+    o = grad.shape[1]
+    out_rows = grad.shape[0] // ow
+    per_chunk = (out_rows + chunks - 1) // chunks
+    flat_grad = grad.reshape(-1)
+    flat_partial = partial.reshape(-1)
+    for task in prange(chunks * blocks):
+        t, p = task // blocks, task % blocks
+        partial[t, p] = 0
+        count = min(lanes, o - p * lanes)
+        a_base = (t * blocks + p) * taps * width * lanes
+        for row in range(t * per_chunk, min(out_rows, (t + 1) * per_chunk)):
+            img, oy = row // oh, row % oh
+            base = img * sn + oy * sh + p * lanes
+            g_off = row * ow * o + p * lanes
+            tap = 0
+            while tap < taps:
+                a_off = a_base + tap * width * lanes
+                if width == 8 and taps - tap >= GRADIENT_TAPS_8:
+                    _packed_gradient_8(xp, base, sw, toff, tap, flat_grad, g_off, o, ow, flat_partial, a_off, count)
+                    tap += GRADIENT_TAPS_8
+                elif width == 8:
+                    _packed_gradient_8_one(xp, base, sw, toff, tap, flat_grad, g_off, o, ow, flat_partial, a_off,
+                                           count)
+                    tap += 1
+                else:
+                    _packed_gradient_16(xp, base, sw, toff, tap, flat_grad, g_off, o, ow, flat_partial, a_off, count)
+                    tap += 1
+
+
 @kernel
 def grouped_forward(xp, koff, b, out, scale, shift, kind, sn, sh, sw, cg):
     """``out[n, oy, ox, g*og + j] = act(sum_k xp[n*sn + oy*sh + ox*sw + g*cg + koff[k]] * b[g, k, j]
@@ -158,7 +261,7 @@ def grouped_weight_gradient(grad, rows, partial, k_block):
     ``grad`` [P, G*og] is the output gradient's pixel rows, ``rows`` [P, G*K] the gathered taps of
     every pixel (group-major), ``partial`` [chunks, G, og, K]: the caller sums the fixed chunks of
     pixels (a split that does not depend on the thread count). Each task (a chunk and a group)
-    sweeps blocks of ``k_block`` pixels across its tiles.
+    sweeps blocks of ``k_block`` pixels across its tiles, adding to ``partial`` in place.
     """
     pixels, o = grad.shape
     chunks, groups, og, k = partial.shape
@@ -167,12 +270,11 @@ def grouped_weight_gradient(grad, rows, partial, k_block):
     per_chunk = (pixels + chunks - 1) // chunks
     flat_grad = grad.reshape(-1)
     flat_rows = rows.reshape(-1)
+    flat_partial = partial.reshape(-1)
     for task in prange(chunks * groups):
         t, g = task // groups, task % groups
         dst = partial[t, g]
         dst[:, :] = 0
-        tile = np.empty((MR, nr), dtype=grad.dtype)
-        flat_tile = tile.reshape(-1)
         p0 = t * per_chunk
         p1 = min(pixels, p0 + per_chunk)
         for pb in range(p0, p1, k_block):
@@ -180,14 +282,8 @@ def grouped_weight_gradient(grad, rows, partial, k_block):
             for r in range(0, og, MR):
                 count = min(MR, og - r)
                 for col in range(0, k, nr):
-                    width = min(nr, k - col)
                     _columns_tile(flat_grad, pb * o + g * og + r, 1, flat_rows, pb * gk + g * k + col, gk, steps,
-                                  flat_tile, 0, nr, count, width, o)
-                    for i in range(count):
-                        out = dst[r + i]
-                        src = tile[i]
-                        for j in range(width):
-                            out[col + j] += src[j]
+                                  flat_partial, ((t * groups + g) * og + r) * k + col, k, count, min(nr, k - col), o)
 
 
 @kernel
