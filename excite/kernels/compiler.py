@@ -7,6 +7,13 @@ hold a KeyboardInterrupt for tens of seconds), and a progress line says what is 
 a bar on a terminal ("compiling kernels for this CPU, once: 7/19"), one plain line on stderr
 otherwise. The worker writes the build to the cache; this process then loads it from there.
 
+Tiered execution: a kernel with a NumPy twin (`excite.kernels.numpy_tier`) does not wait. Its first
+call queues the build and raises `NotBuiltYet`, on which `threads.Kernel` runs the twin; calls keep
+going to the twin until the build is in the cache, then the compiled kernel takes over. So the first
+result comes in seconds on an empty cache. At exit, the process finishes the builds it needed (with a
+notice; Ctrl-C skips them) so that the next run starts compiled. ``EXCITE_KERNEL_TIERS=0`` waits for
+every build instead; ``EXCITE_KERNEL_TIERS=numpy`` runs every twin and compiles nothing (tests).
+
 Up to `max_workers` workers (two on two cores) take queued builds: `prefetch` queues the builds a
 workload is known to need (``signatures.txt``) so that they compile side by side, the one being waited
 for first. Two builds of one function never run at once (numba's index file of a function is
@@ -26,6 +33,7 @@ import time
 
 WORKER_ENV = "_EXCITE_KERNEL_WORKER"  # set in the workers: they compile in-process
 WORKERS_ENV = "EXCITE_KERNEL_WORKERS"
+TIERS_ENV = "EXCITE_KERNEL_TIERS"  # "0": wait for builds; "numpy": twins only (see the module docstring)
 IDLE_SECONDS = 20  # a worker with nothing to do for this long exits (another starts when needed)
 NOTICE = "compiling kernels for this CPU, once"
 
@@ -39,6 +47,22 @@ def max_workers():
     from .threads import env_int
 
     return env_int(WORKERS_ENV, min(2, os.cpu_count() or 1), 0)
+
+
+class NotBuiltYet(Exception):
+    """Raised to `threads.Kernel` by a kernel whose build is on its way: run the NumPy twin this time."""
+
+
+def tiers():
+    """``EXCITE_KERNEL_TIERS``: "numpy" (twins only), "0" (wait for every build) or "1" (the default)."""
+    value = os.environ.get(TIERS_ENV, "1").strip().lower()
+    return value if value in ("0", "numpy") else "1"
+
+
+def has_twin(ident):
+    from . import numpy_tier
+
+    return numpy_tier.twin(ident[0], ident[1]) is not None
 
 
 # ----- what a build is --------------------------------------------------------------------------
@@ -216,7 +240,7 @@ class Progress:
             from . import cache
 
             self._said = True
-            self.stream.write(f"excite: {NOTICE} (a minute or so; cached in {cache.directory()})\n")
+            self.stream.write(f"excite: {NOTICE} (cached in {cache.directory()}; NumPy runs meanwhile where it can)\n")
             self.stream.flush()
 
     def finish_one(self):
@@ -388,8 +412,8 @@ def expect(kind):
 
 def _forget_pool():
     """In a forked child: the parent's feeder threads and pipes are not ours."""
-    global _pool, _pool_lock, _prefetched
-    _pool, _pool_lock, _prefetched = None, threading.Lock(), False
+    global _pool, _pool_lock, _prefetched, _deferred
+    _pool, _pool_lock, _prefetched, _deferred = None, threading.Lock(), False, {}
 
 
 if hasattr(os, "register_at_fork"):
@@ -422,17 +446,29 @@ def pool():
         with _pool_lock:
             if _pool is None:
                 _pool = Pool()
-                # builds still queued or running when the program ends are dropped: no process of
-                # excite's keeps using the CPU after the command that started it
-                atexit.register(_pool.terminate)
+                # at the end, the builds this process ran twins for are finished (`finish_deferred`),
+                # the rest dropped: no process of excite's keeps using the CPU after the command
+                # that started it
+                atexit.register(_at_exit)
     return _pool
 
 
-def build(ident, dispatcher, sig):
+_deferred = {}  # (ident, sig) -> _Task: builds on their way while the NumPy twin runs
+
+
+def build(ident, dispatcher, sig, defer=False):
     """Make sure ``dispatcher``'s build for ``sig`` is in the disk cache, compiled by a worker; True if so
-    (False: the caller compiles in-process)."""
+    (False: the caller compiles in-process). With ``defer`` (the kernel has a NumPy twin), raise
+    `NotBuiltYet` instead of waiting, on this call and on every call until the build is there."""
     if in_worker():
         return True
+    key = (ident, sig)
+    task = _deferred.get(key)
+    if task is not None:
+        if not task.done.is_set():
+            raise NotBuiltYet(ident)
+        _deferred.pop(key, None)
+        return task.error is None and is_cached(dispatcher, sig)
     _record(ident, sig)
     if is_cached(dispatcher, sig):
         return True
@@ -441,6 +477,9 @@ def build(ident, dispatcher, sig):
         return False
     task = p.submit(ident, sig, urgent=True)
     prefetch(ident, sig)
+    if defer:
+        _deferred[key] = task
+        raise NotBuiltYet(ident)
     try:
         ok = p.wait(task)
     except KeyboardInterrupt:
@@ -449,16 +488,43 @@ def build(ident, dispatcher, sig):
     return ok and is_cached(dispatcher, sig)
 
 
+def finish_deferred(stream=None):
+    """Wait for the builds this process ran NumPy twins for (they make the next run compiled), with a
+    notice; Ctrl-C stops the wait and the builds. Returns how many finished."""
+    tasks = [task for task in list(_deferred.values()) if not task.done.is_set()]
+    if not tasks or _pool is None:
+        return 0
+    stream = stream or sys.stderr
+    stream.write(f"excite: finishing {len(tasks)} kernel builds for the next run (Ctrl-C skips them)\n")
+    stream.flush()
+    try:
+        return sum(_pool.wait(task) for task in tasks)
+    except KeyboardInterrupt:
+        return 0
+
+
+def _at_exit():
+    if _pool is None:
+        return
+    try:
+        finish_deferred()
+    finally:
+        _pool.terminate()
+
+
 def hook(dispatcher, ident):
     """Route ``dispatcher``'s compilations for new argument types (those not in memory: numba calls
     ``_compile_for_args`` then) through `build`; calls with known types never get here."""
     compile_for_args = dispatcher._compile_for_args
+    deferrable = []  # [bool] once known: the kernel has a NumPy twin
 
     def compile_in_worker(*args, **kws):
         if kws or in_worker():
             return compile_for_args(*args, **kws)
+        if not deferrable:
+            deferrable.append(tiers() == "1" and not bounds_enabled() and has_twin(ident))
         sig = tuple(dispatcher.typeof_pyval(a) for a in args)
-        if build(ident, dispatcher, sig):
+        if build(ident, dispatcher, sig, defer=deferrable[0]):
             return compile_for_args(*args)  # loads the build from the disk cache
         progress = pool().progress  # in this process after all (no workers, or one failed): say so still
         progress.add()

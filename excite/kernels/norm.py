@@ -11,7 +11,7 @@ import numpy as np
 from . import activation as A
 from . import activations, buffers
 from .layout import like
-from .threads import LazyModule, compiled_worthwhile
+from .threads import LazyModule, call_helper, compiled_worthwhile
 
 batchnorm = LazyModule("batchnorm")  # compiled kernels: numba loads on first use
 
@@ -91,9 +91,9 @@ def inference_affine(mean, var, weight, bias, eps, conv_bias=None, dtype=None):
     channels = mean.shape[0]
     scale = np.empty(channels, dtype)
     shift = np.empty(channels, dtype)
-    batchnorm.inference_affine(mean, var, _empty(mean.dtype) if weight is None else weight,
-                               _empty(mean.dtype) if bias is None else bias,
-                               _empty(mean.dtype) if conv_bias is None else conv_bias, float(eps), scale, shift)
+    call_helper(batchnorm, "inference_affine", mean, var, _empty(mean.dtype) if weight is None else weight,
+                _empty(mean.dtype) if bias is None else bias, _empty(mean.dtype) if conv_bias is None else conv_bias,
+                float(eps), scale, shift)
     return scale, shift
 
 

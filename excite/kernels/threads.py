@@ -16,7 +16,7 @@ import os
 import threading
 import types
 
-from . import bounds, cache
+from . import bounds, cache, compiler
 
 _ENV = "EXCITE_NUM_THREADS"
 _CONTROL_ENV = "EXCITE_THREAD_CONTROL"
@@ -191,10 +191,25 @@ class Kernel:
         fn = self._serial or self._compile(False)
         return fn(*args)
 
+    def twin(self):
+        """The kernel's NumPy twin (`numpy_tier`), or None."""
+        from . import numpy_tier
+
+        return numpy_tier.twin(self.func.__module__, self.__name__)
+
     def __call__(self, *args, work_ns=None):
         """Run on all of excite's threads, or on one when ``work_ns`` (the estimated single-thread
         time) is below `PARALLEL_MIN_NS`: waking a second thread costs microseconds on an idle
-        machine but can cost a scheduler tick when the cores are busy."""
+        machine but can cost a scheduler tick when the cores are busy. While the kernel's build is
+        on its way (`compiler`, tiered execution), its NumPy twin runs instead."""
+        if _numpy_tier and self.twin() is not None:
+            return self.twin()(*args)
+        try:
+            return self._run(args, work_ns)
+        except compiler.NotBuiltYet:
+            return self.twin()(*args)
+
+    def _run(self, args, work_ns):
         state = _state or configured()
         if _forked and state.fork_unsafe:
             return self.serial(*args)
@@ -211,6 +226,31 @@ class Kernel:
             return fn(*args)
         finally:
             _lock.release()
+
+
+def call_helper(module, name, *args):
+    """Call helper ``name`` of ``module`` (a `LazyModule`) from Python: its NumPy twin while its build
+    is on its way, as `Kernel` does."""
+    from . import numpy_tier
+
+    twin = numpy_tier.twin(module._name, name)
+    if not (_numpy_tier and twin is not None):
+        try:
+            return getattr(module, name)(*args)
+        except compiler.NotBuiltYet:
+            pass
+    return twin(*args)
+
+
+_numpy_tier = compiler.tiers() == "numpy"
+
+
+def use_numpy_tier(flag):
+    """Run every kernel with a NumPy twin on its twin (True) or as usual (False); returns the previous
+    setting. For tests and debugging (``EXCITE_KERNEL_TIERS=numpy`` sets it at import)."""
+    global _numpy_tier
+    previous, _numpy_tier = _numpy_tier, bool(flag)
+    return previous
 
 
 class LazyModule:

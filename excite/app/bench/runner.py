@@ -12,7 +12,8 @@ in a process of its own (`protocol`), so excite never imports torch; peers are u
 installed. Process-level cases (import time, cold first inference, peak memory, and the first-ever
 inference and training step, with an empty kernel cache in a fresh $EXCITE_HOME) run in fresh
 processes. The distributed case (`distributed`, only with ``--case`` or a full run) trains on 1 and 2
-MPI ranks and reports images/s and the scaling efficiency.
+MPI ranks and reports images/s and the scaling efficiency. `TRAIN_RUN_CASES` (only with ``--case``: they
+take minutes) time a whole default ``excite train`` on an empty kernel cache and on a warm one.
 """
 import argparse
 import json
@@ -154,6 +155,9 @@ loss.backward()
 opt.step()
 print(time.perf_counter() - t0)
 """
+# a whole default `excite train` (the digits network, 10 epochs), first ever (an empty kernel cache) and
+# warm: with --case only
+TRAIN_RUN_CASES = ("first_ever_train_run_s", "train_run_s")
 # VmHWM, not ru_maxrss: Linux carries ru_maxrss across fork+exec, so a child started by this
 # (large) process would report the parent's peak
 _RSS_SUFFIX = """
@@ -172,8 +176,18 @@ def _fresh_import(module, reps):
     return statistics.median(_fresh(code)[0] for _ in range(reps))
 
 
-def process_cases(threads, have_torch, wanted, reps=3):
-    """The fresh-process cases ``wanted(case)`` selects, as (case, excite value, torch value) rows."""
+def _train_run(env):
+    """Seconds of a default ``excite train`` in a fresh process (its run directory thrown away)."""
+    with tempfile.TemporaryDirectory() as out:
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "excite", "train", "--no-progress", "--out", os.path.join(out, "run")],
+                       capture_output=True, env=env, check=True)
+        return time.perf_counter() - start
+
+
+def process_cases(threads, have_torch, wanted, reps=3, named=()):
+    """The fresh-process cases ``wanted(case)`` selects, as (case, excite value, torch value) rows
+    (`TRAIN_RUN_CASES` only when ``named``)."""
     env = dict(os.environ, EXCITE_NUM_THREADS=str(threads))
     rows = []
     if wanted("import_s"):
@@ -193,6 +207,11 @@ def process_cases(threads, have_torch, wanted, reps=3):
         if wanted(case):
             with tempfile.TemporaryDirectory() as home:
                 rows.append((case, _fresh(code, dict(fresh_env, EXCITE_HOME=home))[0], None))
+    if set(TRAIN_RUN_CASES) & set(named):
+        with tempfile.TemporaryDirectory() as home:
+            first = _train_run(dict(fresh_env, EXCITE_HOME=home))
+            warm = _train_run(dict(fresh_env, EXCITE_HOME=home))
+        rows += [(TRAIN_RUN_CASES[0], first, None), (TRAIN_RUN_CASES[1], warm, None)]
     return rows
 
 
@@ -274,7 +293,7 @@ def run(quick=False, threads=None, reps=None, warmup=2, cases=None):
         for peer in peers.values():
             peer.close()
         shutil.rmtree(tmpdir, ignore_errors=True)
-    for case, ex_v, th_v in process_cases(threads, have_torch, wanted, reps=2 if quick else 3):
+    for case, ex_v, th_v in process_cases(threads, have_torch, wanted, reps=2 if quick else 3, named=cases or ()):
         rows.append({"case": case, "excite_s": ex_v, **{f"{e}_s": None for e in ENGINES[1:]}, "torch_s": th_v})
         _print_row(rows[-1])
     return rows
@@ -332,6 +351,7 @@ def _known_cases():
     names += [f"infer_{name}_b{batch}" for name in INFER_MODELS for batch in (1, 16)]
     names += [f"train_{name}_b16" for name in TRAIN_MODELS]
     names.append(distributed.CASE)
+    names += TRAIN_RUN_CASES
     process_cases(1, False, lambda name: names.append(name) and False)  # only asks which cases it has
     return names
 
