@@ -283,3 +283,15 @@ def test_every_kernel_has_a_twin():
         assert names, module.__name__
         for name in names:
             assert numpy_tier.twin(module.__name__, name) is not None, f"{module.__name__}.{name} has no twin"
+
+
+@pytest.mark.parametrize("case", ["3x3_s2_narrow", "5x5_s2_multiplier_2", "3x3_dilated_2"])
+def test_depthwise_in_image_groups(case, monkeypatch):
+    """The twins' image groups (one image each here) give what one group gives."""
+    from excite.kernels.numpy_tier import depthwise_cl as twins
+
+    monkeypatch.setattr(twins, "CHUNK_ELEMENTS", 1)
+    dtype = np.float64
+    agree(depthwise_cl.depthwise_forward_cl, _depthwise_forward_args(case, dtype, activations.code("silu"), True),
+          [6], TOL[dtype], f"forward {case}")
+    test_depthwise_backward(case, dtype)

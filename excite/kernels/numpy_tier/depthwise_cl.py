@@ -1,12 +1,21 @@
 """NumPy twins of `compiled.depthwise_cl`: depthwise conv2d on channels-last [N, H, W, C], weights [KH, KW, C].
 
 One pass per kernel tap over a strided view of a zero-padded copy of the input (or, backward, of
-a zero-padded gradient buffer): a multiply-add of whole [N, OH, OW, C] blocks, no loop over pixels.
+a zero-padded gradient buffer): a multiply-add of whole [images, OH, OW, C] blocks, no loop over
+pixels. Images go in groups of about CHUNK_ELEMENTS outputs, so each tap's pass stays in cache.
 """
 import numpy as np
 
 from ._activation import activate
 from ..activations import IDENTITY
+
+CHUNK_ELEMENTS = 1 << 18
+
+
+def _chunks(n, per_image):
+    """Slices of the n images, each of about CHUNK_ELEMENTS elements (at least one image)."""
+    step = max(1, CHUNK_ELEMENTS // max(1, per_image))
+    return [slice(i, min(n, i + step)) for i in range(0, n, step)]
 
 
 def _padded(x, top, left, rows, cols):
@@ -36,18 +45,20 @@ def depthwise_forward_cl(x, w, bias, scale, shift, kind, out, sh, sw, ph, pw, dh
     oh, ow = out.shape[1], out.shape[2]
     if oh == 0 or ow == 0 or out.shape[0] == 0:
         return
-    xp = _padded(x, ph, pw, _extent(oh, kh, sh, dh), _extent(ow, kw, sw, dw))
-    out[...] = bias
-    product = np.empty_like(out)
-    for i in range(kh):
-        for j in range(kw):
-            np.multiply(_tap(xp, i, j, oh, ow, sh, sw, dh, dw), w[i, j], out=product)
-            out += product
-    if scale.size:
-        out *= scale
-        out += shift
-    if kind != IDENTITY:
-        out[...] = activate(out, kind)
+    for images in _chunks(out.shape[0], out[0].size):
+        xp = _padded(x[images], ph, pw, _extent(oh, kh, sh, dh), _extent(ow, kw, sw, dw))
+        acc = out[images]
+        acc[...] = bias
+        product = np.empty_like(acc)
+        for i in range(kh):
+            for j in range(kw):
+                np.multiply(_tap(xp, i, j, oh, ow, sh, sw, dh, dw), w[i, j], out=product)
+                acc += product
+        if scale.size:
+            acc *= scale
+            acc += shift
+        if kind != IDENTITY:
+            acc[...] = activate(acc, kind)
 
 
 def depthwise_backward_input_cl(grad, w, grad_x, sh, sw, ph, pw, dh, dw):
@@ -58,14 +69,16 @@ def depthwise_backward_input_cl(grad, w, grad_x, sh, sw, ph, pw, dh, dw):
     if oh == 0 or ow == 0:
         grad_x[...] = 0
         return
-    buf = np.zeros((n, max(ph + h, _extent(oh, kh, sh, dh)), max(pw + wd, _extent(ow, kw, sw, dw)), c),
-                   dtype=grad_x.dtype)
-    product = np.empty(grad.shape, dtype=grad_x.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            np.multiply(grad, w[i, j], out=product)
-            _tap(buf, i, j, oh, ow, sh, sw, dh, dw)[...] += product
-    grad_x[...] = buf[:, ph:ph + h, pw:pw + wd]
+    rows, cols = max(ph + h, _extent(oh, kh, sh, dh)), max(pw + wd, _extent(ow, kw, sw, dw))
+    for images in _chunks(n, grad[0].size):
+        g = grad[images]
+        buf = np.zeros((g.shape[0], rows, cols, c), dtype=grad_x.dtype)
+        product = np.empty(g.shape, dtype=grad_x.dtype)
+        for i in range(kh):
+            for j in range(kw):
+                np.multiply(g, w[i, j], out=product)
+                _tap(buf, i, j, oh, ow, sh, sw, dh, dw)[...] += product
+        grad_x[images] = buf[:, ph:ph + h, pw:pw + wd]
 
 
 def depthwise_backward_weight_cl(grad, x, partial, sh, sw, ph, pw, dh, dw):
@@ -76,9 +89,11 @@ def depthwise_backward_weight_cl(grad, x, partial, sh, sw, ph, pw, dh, dw):
     if oh == 0 or ow == 0:
         partial[...] = 0
         return
-    xp = _padded(x, ph, pw, _extent(oh, kh, sh, dh), _extent(ow, kw, sw, dw))
-    product = np.empty(grad.shape, dtype=x.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            np.multiply(grad, _tap(xp, i, j, oh, ow, sh, sw, dh, dw), out=product)
-            partial[:, i, j] = product.sum(axis=2).sum(axis=1, dtype=partial.dtype)
+    for images in _chunks(x.shape[0], grad[0].size):
+        xp = _padded(x[images], ph, pw, _extent(oh, kh, sh, dh), _extent(ow, kw, sw, dw))
+        g = grad[images]
+        product = np.empty(g.shape, dtype=x.dtype)
+        for i in range(kh):
+            for j in range(kw):
+                np.multiply(g, _tap(xp, i, j, oh, ow, sh, sw, dh, dw), out=product)
+                partial[images, i, j] = product.sum(axis=2).sum(axis=1, dtype=partial.dtype)
