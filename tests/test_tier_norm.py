@@ -56,7 +56,8 @@ def _rng(*seed):
 # ----- elementwise --------------------------------------------------------------------------------
 def _activation_input(size, dtype, seed):
     x = _rng(size, seed).standard_normal(size) * 4
-    kinks = np.array([0.0, 3.0, -3.0, 6.0, -0.5, 0.5, 20.0, -20.0])  # the kinks and both tails
+    # the kinks, both tails, signed zeros, NaN and infinities
+    kinks = np.array([0.0, 3.0, -3.0, 6.0, -0.5, 0.5, 20.0, -20.0, -0.0, 1e30, -1e30, np.nan, np.inf, -np.inf])
     x[:min(size, kinks.size)] = kinks[:size]
     return x.astype(dtype)
 
@@ -76,7 +77,8 @@ def test_activation_backward(kind, dtype):
     for size in (1, 37, elementwise.BLOCK + 5):
         saved = _activation_input(size, dtype, kind)
         if kind >= OUTPUT_DERIVATIVE:  # the saved output: inside the activation's range
-            saved = (1 / (1 + np.exp(-saved.astype(np.float64)))).astype(dtype)
+            with np.errstate(over="ignore"):
+                saved = (1 / (1 + np.exp(-saved.astype(np.float64)))).astype(dtype)
         grad = _rng(size).standard_normal(size).astype(dtype)
         agree(elementwise.activation_backward, [grad, saved, np.empty_like(saved), kind], [2], TOL[dtype],
               f"backward {size}")

@@ -8,11 +8,14 @@ import numpy as np
 from ._activation import activate, activate_grad
 from ..activations import IDENTITY
 
+_QUIET = np.errstate(all="ignore")  # like the kernels: no floating-point warnings (inf, NaN in user data)
+
 
 def _block_rows(m, b, rows_per_block):
     return slice(min(m, b * rows_per_block), min(m, (b + 1) * rows_per_block))
 
 
+@_QUIET
 def channel_sums(x, pivot, partial, rows_per_block):
     """partial[b] = (sum of x - pivot, sum of (x - pivot)**2) per channel over row block b, in float64."""
     m = x.shape[0]
@@ -30,12 +33,14 @@ def _affine(x, scale, shift):
     return z
 
 
+@_QUIET
 def affine_activation_rows(x, scale, shift, out, kind):
     """out[r] = act(x[r] * scale + shift)."""
     z = _affine(x, scale, shift)
     out[...] = z if kind == IDENTITY else activate(z, kind)
 
 
+@_QUIET
 def affine_activation_rows_inplace(x, scale, shift, kind):
     """x[r] = act(x[r] * scale + shift)."""
     x *= scale
@@ -44,6 +49,7 @@ def affine_activation_rows_inplace(x, scale, shift, kind):
         x[...] = activate(x, kind)
 
 
+@_QUIET
 def backward_sums(grad, x, scale, shift, mean, grad_z, partial, rows_per_block, kind):
     """grad_z = grad * act'(x * scale + shift); partial[b] = (sum grad_z, sum grad_z * (x - mean)) in float64."""
     if kind == IDENTITY:
@@ -61,6 +67,7 @@ def backward_sums(grad, x, scale, shift, mean, grad_z, partial, rows_per_block, 
         partial[b, 1] = centred.sum(axis=0)
 
 
+@_QUIET
 def backward_input_inplace(grad_z, x, mean, k, mean_grad, coef):
     """grad_z = (grad_z - mean_grad - (x - mean) * k) * coef per channel, in place."""
     grad_z -= mean_grad
@@ -70,6 +77,7 @@ def backward_input_inplace(grad_z, x, mean, k, mean_grad, coef):
     grad_z *= coef
 
 
+@_QUIET
 def inference_affine(mean, var, weight, bias, conv_bias, eps, scale, shift):
     """scale = weight / sqrt(var + eps), shift = bias - mean * scale (+ conv_bias * scale), in float64
     and stored in the outputs' dtype; empty ``weight`` / ``bias`` / ``conv_bias`` mean 1 / 0 / 0."""

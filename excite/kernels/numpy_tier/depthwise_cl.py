@@ -9,6 +9,8 @@ import numpy as np
 from ._activation import activate
 from ..activations import IDENTITY
 
+_QUIET = np.errstate(all="ignore")  # like the kernels: no floating-point warnings (inf, NaN in user data)
+
 CHUNK_ELEMENTS = 1 << 18
 
 
@@ -37,6 +39,7 @@ def _tap(buf, i, j, oh, ow, sh, sw, dh, dw):
     return buf[:, y0:y0 + (oh - 1) * sh + 1:sh, x0:x0 + (ow - 1) * sw + 1:sw]
 
 
+@_QUIET
 def depthwise_forward_cl(x, w, bias, scale, shift, kind, out, sh, sw, ph, pw, dh, dw, band):
     """out[n, oy, ox, c] = act(conv * scale[c] + shift[c]) where conv = bias[c] + sum_ij w[i, j, c] * x[...];
     ``x[n, oy*sh - ph + i*dh, ox*sw - pw + j*dw, c]`` is the tap (zero outside), empty ``scale`` skips the
@@ -61,6 +64,7 @@ def depthwise_forward_cl(x, w, bias, scale, shift, kind, out, sh, sw, ph, pw, dh
             acc[...] = activate(acc, kind)
 
 
+@_QUIET
 def depthwise_backward_input_cl(grad, w, grad_x, sh, sw, ph, pw, dh, dw):
     """grad_x[n, iy, ix, c] = sum over the taps and outputs that read x[n, iy, ix, c]."""
     n, h, wd, c = grad_x.shape
@@ -81,6 +85,7 @@ def depthwise_backward_input_cl(grad, w, grad_x, sh, sw, ph, pw, dh, dw):
         grad_x[images] = buf[:, ph:ph + h, pw:pw + wd]
 
 
+@_QUIET
 def depthwise_backward_weight_cl(grad, x, partial, sh, sw, ph, pw, dh, dw):
     """partial[n, i, j, c] = sum over outputs of image n of grad * the input tap (rows summed in x's
     dtype, their totals in partial's)."""
