@@ -297,3 +297,86 @@ def test_depthwise_in_image_groups(case, monkeypatch):
     agree(depthwise_cl.depthwise_forward_cl, _depthwise_forward_args(case, dtype, activations.code("silu"), True),
           [6], TOL[dtype], f"forward {case}")
     test_depthwise_backward(case, dtype)
+
+
+# ----- through the callers: every kernel call of `norm`, `activation`, `conv`'s depthwise path, `se` and
+# `pooling` answered by the twins gives what the compiled kernels give ---------------------------------
+class _Twins:
+    """Stands for a `threads.LazyModule` of compiled kernels: each call runs the kernel's twin instead."""
+
+    def __init__(self, module):
+        self._module = module
+
+    def __getattr__(self, name):
+        twin = numpy_tier.twin(self._module, name)
+        if twin is None:
+            raise AttributeError(f"{self._module}.{name} has no twin")
+        return lambda *args, work_ns=None: twin(*args)
+
+
+def _channels_last(a):
+    return np.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+
+
+def _callers(dtype):
+    """What the callers return on one set of inputs, keyed by the call."""
+    from excite.kernels import activation as A
+    from excite.kernels import pooling, se
+
+    rng = _rng(7)
+    n, c, h, wd = 2, 24, 10, 9
+    x = _channels_last(rng.standard_normal((n, c, h, wd)).astype(dtype) * 2 + 1)
+    grad = _channels_last(rng.standard_normal((n, c, h, wd)).astype(dtype))
+    weight, bias = rng.uniform(0.5, 1.5, c).astype(dtype), rng.standard_normal(c).astype(dtype)
+    results = {}
+    y, mean, var, scale, shift, invstd = N.batch_norm_train(x, weight, bias, 1e-5, "hardswish")
+    results.update(bn_y=y, bn_mean=mean, bn_var=var)
+    results.update(zip(("bn_gx", "bn_gw", "bn_gb"),
+                       N.batch_norm_backward(grad, x, scale, shift, mean, invstd, weight, True, "hardswish")))
+    results.update(zip(("bn_eval_gx", "bn_eval_gw", "bn_eval_gb"),
+                       N.batch_norm_backward(grad, x, scale, shift, mean, invstd, weight, False, "silu")))
+    results.update(zip(("inference_scale", "inference_shift"), N.inference_affine(mean, var, weight, bias, 1e-5, bias)))
+    inplace = np.copy(x, order="K")
+    results["bn_apply_inplace"] = N.batch_norm_apply(inplace, scale, shift, "relu", out=inplace)
+    results["silu"] = A.forward(x, "silu")
+    inplace = np.copy(x, order="K")
+    results["silu_inplace"] = A.forward(inplace, "silu", out=inplace)
+    sig = A.forward(x, "sigmoid")
+    results["sigmoid_backward"] = A.backward(grad, sig, "sigmoid")
+    results["gelu_backward"] = A.backward(grad, x, "gelu")
+    for mult, k, stride in ((1, 3, (1, 1)), (2, 5, (2, 2)), (1, 3, (3, 3))):
+        w = rng.standard_normal((c * mult, 1, k, k)).astype(dtype)
+        b = rng.standard_normal(c * mult).astype(dtype)
+        pad = (k // 2, k // 2)
+        out = K.conv2d_forward(x, w, b, stride, pad, (1, 1), c, weight.repeat(mult), bias.repeat(mult), "relu6")
+        g = _channels_last(rng.standard_normal(out.shape).astype(dtype))
+        results[f"dw{k}_m{mult}_s{stride[0]}"] = out
+        results[f"dw{k}_m{mult}_s{stride[0]}_gx"] = K.conv2d_backward_input(g, x.shape, w, stride, pad, (1, 1), c)
+        results[f"dw{k}_m{mult}_s{stride[0]}_gw"] = K.conv2d_backward_weight(g, x, w.shape, stride, pad, (1, 1), c)
+    results["pool"] = pooling.global_avg_pool2d(x)
+    w1, b1 = rng.standard_normal((8, c, 1, 1)).astype(dtype), rng.standard_normal(8).astype(dtype)
+    w2, b2 = rng.standard_normal((c, 8, 1, 1)).astype(dtype), rng.standard_normal(c).astype(dtype)
+    for layout, xs, gs in (("cl", x, grad), ("planes", np.ascontiguousarray(x), np.ascontiguousarray(grad))):
+        out, cache = se.se_forward(xs, w1, b1, w2, b2, "relu", "hardsigmoid")
+        results[f"se_{layout}"] = out
+        results.update((f"se_{layout}_grad{i}", g) for i, g in enumerate(se.se_backward(gs, xs, w1, w2, cache,
+                                                                                          "relu", "hardsigmoid")))
+    return results
+
+
+@DTYPES
+def test_callers_get_the_same_results_from_the_twins(dtype, monkeypatch):
+    from excite.kernels import activation as A
+    from excite.kernels import pooling, se, threads
+
+    for kind in list(threads.COMPILED_MIN_ELEMENTS):
+        monkeypatch.setitem(threads.COMPILED_MIN_ELEMENTS, kind, 0)  # every size takes the kernels
+    expected = _callers(dtype)
+    for module, attr, name in ((N, "batchnorm", "batchnorm"), (A, "elementwise", "elementwise"),
+                               (K, "depthwise_cl", "depthwise_cl"), (se, "channel_reduce", "channel_reduce"),
+                               (pooling, "channel_reduce", "channel_reduce")):
+        monkeypatch.setattr(module, attr, _Twins(name))
+    actual = _callers(dtype)
+    tol = 1e-4 if dtype == np.float32 else 1e-10  # several kernels in a row
+    for key, value in expected.items():
+        assert_close(actual[key], value, key, rtol=tol, exact_dtype=True)
