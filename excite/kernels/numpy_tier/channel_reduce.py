@@ -1,0 +1,56 @@
+"""NumPy twins of `compiled.channel_reduce`: per-image channel means and SE gates on [N, P, C] or [N, C, P]."""
+import numpy as np
+
+_QUIET = np.errstate(all="ignore")  # like the kernels: no floating-point warnings (inf, NaN in user data)
+
+
+@_QUIET
+def channel_means(x, out):
+    """out[n, c] = mean over pixels p of x[n, p, c] (summed in float64)."""
+    out[...] = x.sum(axis=1, dtype=np.float64) / x.shape[1]
+
+
+@_QUIET
+def gate_forward(x, gate, out):
+    """out[n, p, c] = x[n, p, c] * gate[n, c]."""
+    np.multiply(x, gate[:, None, :], out=out)
+
+
+@_QUIET
+def gated_sums(grad, x, out):
+    """out[n, c] = sum over pixels of grad[n, p, c] * x[n, p, c] (float64)."""
+    for n in range(x.shape[0]):
+        out[n] = np.einsum("pc,pc->c", grad[n].astype(np.float64), x[n].astype(np.float64))
+
+
+@_QUIET
+def gate_backward_input(grad, gate, pooled_grad, out):
+    """out[n, p, c] = grad[n, p, c] * gate[n, c] + pooled_grad[n, c] (pooled_grad already divided by P)."""
+    np.multiply(grad, gate[:, None, :], out=out)
+    out += pooled_grad[:, None, :]
+
+
+@_QUIET
+def plane_means(x, out):
+    """out[n, c] = mean over p of x[n, c, p] (summed in float64)."""
+    out[...] = x.sum(axis=2, dtype=np.float64) / x.shape[2]
+
+
+@_QUIET
+def plane_gate(x, gate, out):
+    """out[n, c, p] = x[n, c, p] * gate[n, c]."""
+    np.multiply(x, gate[:, :, None], out=out)
+
+
+@_QUIET
+def plane_gated_sums(grad, x, out):
+    """out[n, c] = sum over p of grad[n, c, p] * x[n, c, p] (float64)."""
+    for n in range(x.shape[0]):
+        out[n] = np.einsum("cp,cp->c", grad[n].astype(np.float64), x[n].astype(np.float64))
+
+
+@_QUIET
+def plane_gate_backward_input(grad, gate, pooled_grad, out):
+    """out[n, c, p] = grad[n, c, p] * gate[n, c] + pooled_grad[n, c] (pooled_grad already divided by P)."""
+    np.multiply(grad, gate[:, :, None], out=out)
+    out += pooled_grad[:, :, None]
