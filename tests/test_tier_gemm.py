@@ -70,7 +70,7 @@ def test_matmul_broadcast_and_dot(dtype, kind):
     for i, (m, k, n) in enumerate(SHAPES):
         rng = _rng("mm", i, kind, np.dtype(dtype).name)
         a = rng.standard_normal((m, k)).astype(dtype)
-        w = rng.standard_normal((n, k)).astype(dtype) / np.sqrt(k)
+        w = rng.standard_normal((n, k)).astype(dtype) / dtype(np.sqrt(k))
         b = np.ascontiguousarray(w.T)
         scale, shift = _epilogue_args(rng, n, dtype)
         residual = rng.standard_normal((m, n)).astype(dtype) if (i + kind) % 2 else np.empty((0, 0), dtype)
@@ -95,7 +95,7 @@ def test_matmul_at_b(dtype, m, o, c):
     k_block = max(gemm.MR, pointwise.GRADIENT_BLOCK_BYTES // ((o + c) * grad.itemsize))
     p1, p2 = _both(gemm.matmul_at_b, tier_gemm.matmul_at_b, [np.empty((chunks, o, c), dtype)], grad, x, "0", k_block)
     _close(p2[0], p1[0], dtype, "partial sums")
-    _close(p2[0].sum(axis=0), grad.T.astype(np.float64) @ x, dtype, "their total")
+    _close(p2[0].sum(axis=0), (grad.T.astype(np.float64) @ x).astype(dtype), dtype, "their total")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -133,7 +133,7 @@ def test_conv_dense(dtype, case):
     n, c, h, wd, o, kk, stride, padding, dilation, channels_last = DENSE[case]
     rng = _rng("dense", case, np.dtype(dtype).name)
     x = _input(rng, n, c, h, wd, dtype, channels_last)
-    w = rng.standard_normal((o, c, kk, kk)).astype(dtype) / np.sqrt(c * kk * kk)
+    w = rng.standard_normal((o, c, kk, kk)).astype(dtype) / dtype(np.sqrt(c * kk * kk))
     oh = conv.output_size(h, kk, stride, padding, dilation)
     ow = conv.output_size(wd, kk, stride, padding, dilation)
     b = np.ascontiguousarray(w.reshape(o, -1).T)
@@ -168,7 +168,7 @@ def _grouped_case(case, dtype):
     n, groups, cg, og, h, wd, kk, stride, padding, dilation = GROUPED[case]
     rng = _rng("grouped", case, np.dtype(dtype).name)
     x = _input(rng, n, groups * cg, h, wd, dtype, True)
-    w = rng.standard_normal((groups * og, cg, kk, kk)).astype(dtype) / np.sqrt(cg * kk * kk)
+    w = rng.standard_normal((groups * og, cg, kk, kk)).astype(dtype) / dtype(np.sqrt(cg * kk * kk))
     oh = conv.output_size(h, kk, stride, padding, dilation)
     ow = conv.output_size(wd, kk, stride, padding, dilation)
     return rng, x, w, oh, ow, (stride, stride), (padding, padding), (dilation, dilation)
