@@ -148,6 +148,10 @@ def test_conv_dense(dtype, case):
     rows = np.empty((n * oh * ow, b.shape[0]), dtype)
     r1, r2 = _both(gemm.gather_taps, tier_gemm.gather_taps, [rows], xp, taps, "0", sn, stride * sh, stride * sw, oh, ow)
     np.testing.assert_array_equal(r2[0], r1[0])
+    # fewer rows than pixels (not whole output rows): the kernel gathers the first ones
+    r1, r2 = _both(gemm.gather_taps, tier_gemm.gather_taps, [rows[:-3]], xp, taps, "0", sn, stride * sh, stride * sw,
+                   oh, ow)
+    np.testing.assert_array_equal(r2[0], r1[0])
 
 
 # ----- grouped convolutions -------------------------------------------------------------------
@@ -267,3 +271,15 @@ def test_twins_leave_inputs_alone_and_write_every_output():
     tier_gemm.matmul_broadcast(a, bm, out, scale[:7], shift[:7], residual, activations.IDENTITY + 1, 9, 1)
     for before_, after in zip(kept, [a, bm, residual, scale[:7]]):
         np.testing.assert_array_equal(before_, after)
+
+
+@pytest.mark.parametrize("budget", [1, 300, 5000])
+def test_gathers_in_small_blocks(monkeypatch, budget):
+    # a small gather budget splits the pixels into single rows, rows of one image, and runs of images:
+    # the twins' results do not change
+    monkeypatch.setattr(tier_gemm, "GATHER_ELEMENTS", budget)
+    test_conv_dense(np.float64, 2)
+    test_conv_dense(np.float32, 4)
+    for case in (0, 4, 5):
+        test_grouped_forward(np.float32, case)
+        test_grouped_weight_gradient(np.float32, case)

@@ -8,17 +8,34 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from ..blas import matmul
+from ..activations import IDENTITY
 from ._activation import activate
 
-GATHER_ELEMENTS = 1 << 22  # gathered taps held at a time (16 MB of float32): the products run by blocks of rows
+GATHER_ELEMENTS = 1 << 20  # gathered taps held at a time (4 MB of float32): the products run by blocks of rows
+EPILOGUE_ELEMENTS = 1 << 14  # outputs the epilogue's NumPy temporaries cover at a time (in L1/L2)
 
 
 # ----- shared pieces ----------------------------------------------------------------------------
 def epilogue(out, scale, shift, residual, kind):
-    """out = act(out * scale + shift) (+ residual unless it is empty), in place, in out's dtype."""
-    out[...] = activate(out * scale + shift, kind)
-    if residual.shape[0]:
-        out += residual
+    """out = act(out * scale + shift) (+ residual unless it is empty), in place, in out's dtype; by blocks
+    of rows (``out``'s last axis is the channels) so the temporaries stay in cache."""
+    channels = out.shape[-1] if out.ndim else 1
+    if not out.flags.c_contiguous or out.size == 0:
+        out[...] = activate(out * scale + shift, kind)
+        if residual.shape[0]:
+            out += residual
+        return
+    rows = out.reshape(-1, channels)
+    extra = residual.reshape(-1, channels) if residual.shape[0] else None
+    step = max(1, EPILOGUE_ELEMENTS // max(1, channels))
+    for r0 in range(0, rows.shape[0], step):
+        block = rows[r0:r0 + step]
+        np.multiply(block, scale, out=block)
+        np.add(block, shift, out=block)
+        if kind != IDENTITY:
+            block[...] = activate(block, kind)
+        if extra is not None:
+            block += extra[r0:r0 + step]
 
 
 def _windows(xp, offsets, n, oh, ow, sn, sh, sw):
