@@ -119,6 +119,7 @@ DENSE = [
     (1, 6, 10, 9, 7, 3, 1, 2, 2, True),
     (3, 4, 7, 8, 70, 5, 1, 2, 1, False),
     (1, 16, 5, 5, 24, 3, 2, 0, 1, True),
+    (2, 3, 12, 11, 8, 3, 1, 2, 2, False),  # NCHW and dilated: no runs of consecutive taps
 ]
 
 

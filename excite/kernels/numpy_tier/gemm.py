@@ -7,8 +7,8 @@ micro-kernels'); the shared pieces (`gather`, `product`, `epilogue`) serve `nump
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from ..blas import matmul
 from ..activations import IDENTITY
+from ..blas import matmul
 from ._activation import activate
 
 GATHER_ELEMENTS = 1 << 20  # gathered taps held at a time (4 MB of float32): the products run by blocks of rows
@@ -38,20 +38,53 @@ def epilogue(out, scale, shift, residual, kind):
             block += extra[r0:r0 + step]
 
 
-def _windows(xp, offsets, n, oh, ow, sn, sh, sw):
-    """A view [n, oh, ow, L] of the flat ``xp``: window (img, oy, ox) starts at img*sn + oy*sh + ox*sw and
-    reaches the largest offset (L = max offset + 1), so ``view[..., offsets]`` gathers the taps."""
+def _windows(xp, span, run, n, oh, ow, sn, sh, sw):
+    """A view [n, oh, ow, span, run] of the flat ``xp``: element (img, oy, ox, s, r) is xp[img*sn + oy*sh +
+    ox*sw + s + r], so ``view[..., starts]`` gathers a run of ``run`` elements from each tap start."""
     step = xp.strides[0]
-    span = int(offsets.max()) + 1 if offsets.size else 1
-    return as_strided(xp, shape=(n, oh, ow, span), strides=(sn * step, sh * step, sw * step, step), writeable=False)
+    return as_strided(xp, shape=(n, oh, ow, span, run), strides=(sn * step, sh * step, sw * step, step, step),
+                      writeable=False)
+
+
+def _unit_runs(offsets):
+    """Whether every row along the last axis of ``offsets`` steps by one element."""
+    return offsets.shape[-1] > 1 and bool(np.all(np.diff(offsets, axis=-1) == 1))
+
+
+def arrange(offsets):
+    """``(runs, swap)``: the taps ``offsets`` [G, K] laid out as [G, M, R] with unit-step runs of R elements
+    along the last axis where they have such runs (channels-last taps: the channels), so gathers copy runs
+    instead of single elements. ``swap`` is None when ``runs`` is ``offsets.reshape(G, M, R)`` (K's order);
+    else (a, b): ``runs`` is ``offsets.reshape(G, a, b).transpose(0, 2, 1)`` (channel-major taps, the kernels'
+    (channel, kernel row, kernel column) order)."""
+    groups, k = offsets.shape
+    first = offsets[0]
+    steps = np.diff(first) == 1
+    length = k if steps.all() else int(np.argmin(steps)) + 1  # the first run's length
+    best = offsets.reshape(groups, k, 1), None
+    if length > 1 and k % length == 0 and _unit_runs(offsets.reshape(groups, k // length, length)):
+        best = offsets.reshape(groups, k // length, length), None
+    nexts = np.flatnonzero(first == first[0] + 1)
+    if nexts.size and nexts[0] > 1 and k % nexts[0] == 0:
+        b = int(nexts[0])
+        swapped = offsets.reshape(groups, k // b, b).transpose(0, 2, 1)
+        if k // b > best[0].shape[2] and _unit_runs(swapped):
+            best = swapped, (k // b, b)
+    return best
 
 
 def gather(xp, offsets, oh, ow, sn, sh, sw, r0, r1):
     """Yield ``(p0, p1, taps)`` covering the output rows r0..r1 (flat over [n, oh]) in order: for output
     pixels p0..p1 (flat over [n, oh, ow]), ``taps`` [p1 - p0, *offsets.shape] = xp[img*sn + oy*sh + ox*sw +
-    offsets] (a new array of about `GATHER_ELEMENTS` at most, at least one output row)."""
+    offsets] (a new array of about `GATHER_ELEMENTS` at most, at least one output row). Where the last axis
+    of ``offsets`` steps by one element (see `arrange`), each run is copied whole."""
     offsets = np.asarray(offsets, dtype=np.int64)
-    view = _windows(xp, offsets, -(-r1 // oh), oh, ow, sn, sh, sw)
+    run = offsets.shape[-1] if offsets.ndim and _unit_runs(offsets) else 1
+    starts = offsets[..., 0] if run > 1 else offsets
+    span = int(starts.max()) + 1 if starts.size else 1
+    view = _windows(xp, span, run, -(-r1 // oh), oh, ow, sn, sh, sw)
+    if run == 1:
+        view = view[..., 0]
     rows_per = max(1, GATHER_ELEMENTS // max(1, offsets.size * ow))
     r = r0
     while r < r1:
@@ -62,7 +95,8 @@ def gather(xp, offsets, oh, ow, sn, sh, sw, r0, r1):
         else:
             y1 = min(oh, y + min(rows_per, r1 - r))
             piece, count = view[img:img + 1, y:y1], y1 - y
-        yield r * ow, (r + count) * ow, piece[..., offsets].reshape((-1,) + offsets.shape)
+        taps = piece[:, :, :, starts] if run > 1 else piece[..., starts]
+        yield r * ow, (r + count) * ow, taps.reshape((-1,) + offsets.shape)
         r += count
 
 
@@ -71,9 +105,13 @@ def product(xp, offsets, w, out, sn, sh, sw):
     ``offsets`` [G, K], ``w`` [G, K, og] and ``out`` [N, OH, OW, G*og] (no epilogue)."""
     n, oh, ow, o = out.shape
     groups, k, og = w.shape
+    runs, swap = arrange(np.asarray(offsets, dtype=np.int64))
+    if swap is not None:  # the sum over K in the gathered order: the weight's rows in that order too
+        w = np.ascontiguousarray(w.reshape(groups, *swap, og).transpose(0, 2, 1, 3)).reshape(groups, k, og)
     target = out if out.flags.c_contiguous else np.empty(out.shape, out.dtype)
     rows = target.reshape(-1, o)
-    for p0, p1, taps in gather(xp, offsets, oh, ow, sn, sh, sw, 0, n * oh):
+    for p0, p1, taps in gather(xp, runs, oh, ow, sn, sh, sw, 0, n * oh):
+        taps = taps.reshape(p1 - p0, groups, k)
         if groups == 1:
             matmul(taps.reshape(p1 - p0, k), w[0], out=rows[p0:p1])
         else:
@@ -94,9 +132,16 @@ def _bases(m0, m1, sn, sh, sw, oh, ow):
 def gather_rows(xp, offsets, rows, sn, sh, sw, oh, ow):
     """rows[m, :] = xp[start of pixel m + offsets] (``offsets`` flat, ``rows`` [P, offsets.size])."""
     pixels = rows.shape[0]
+    offsets = np.asarray(offsets, dtype=np.int64)
     if ow and pixels % ow == 0:
-        for p0, p1, taps in gather(xp, offsets, oh, ow, sn, sh, sw, 0, pixels // ow):
-            rows[p0:p1] = taps
+        runs, swap = arrange(offsets.reshape(1, -1))
+        if swap is not None and not rows.flags.c_contiguous:  # the swapped copy writes through a reshaped view
+            runs, swap = offsets.reshape(1, -1, 1), None
+        for p0, p1, taps in gather(xp, runs[0], oh, ow, sn, sh, sw, 0, pixels // ow):
+            if swap is None:
+                rows[p0:p1] = taps.reshape(p1 - p0, -1)
+            else:
+                rows[p0:p1].reshape(p1 - p0, *swap)[...] = taps.transpose(0, 2, 1)
         return
     step = max(1, GATHER_ELEMENTS // max(1, offsets.size))
     for m0 in range(0, pixels, step):

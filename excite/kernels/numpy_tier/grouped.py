@@ -10,10 +10,11 @@ from .gemm import chunk_bounds, epilogue, gather, gather_rows, product
 
 
 def _packed_offsets(toff, groups, width):
-    """[G, taps*width] offsets of each packed group's taps: toff[t] + g*width + ci, in (tap, channel) order."""
+    """[G, taps, width] offsets of each packed group's taps: toff[t] + g*width + ci (runs of ``width``
+    channels)."""
     toff = np.asarray(toff, dtype=np.int64)
     return ((np.arange(groups, dtype=np.int64) * width)[:, None, None] + toff[None, :, None]
-            + np.arange(width, dtype=np.int64)[None, None, :]).reshape(groups, -1)
+            + np.arange(width, dtype=np.int64)[None, None, :])
 
 
 def _unpacked_weights(b, groups):
@@ -29,7 +30,8 @@ def grouped_forward_packed(xp, toff, b, out, scale, shift, kind, sn, sh, sw, wid
     """The grouped forward for packed groups of ``width`` channels in and out (``b`` [blocks, taps, width,
     lanes], ``toff`` the taps' spatial offsets in the channels-last ``xp``)."""
     groups = out.shape[3] // width
-    product(xp, _packed_offsets(toff, groups, width), _unpacked_weights(b, groups), out, sn, sh, sw)
+    product(xp, _packed_offsets(toff, groups, width).reshape(groups, -1), _unpacked_weights(b, groups), out, sn, sh,
+            sw)
     epilogue(out, scale, shift, np.empty((0, 0), out.dtype), kind)
 
 
@@ -49,7 +51,7 @@ def grouped_weight_gradient_packed(xp, toff, grad, partial, sn, sh, sw, oh, ow):
     o = grad.shape[1]
     groups = o // width
     per_block = lanes // width
-    offsets = _packed_offsets(toff, groups, width)  # [G, taps*width]
+    offsets = _packed_offsets(toff, groups, width)
     out_rows = grad.shape[0] // ow
     totals = np.zeros((blocks * per_block, taps, width, width), partial.dtype)  # [g, tap, oo, ci]
     for t, (r0, r1) in enumerate(chunk_bounds(out_rows, chunks)):
@@ -64,12 +66,13 @@ def grouped_weight_gradient_packed(xp, toff, grad, partial, sn, sh, sw, oh, ow):
 
 def _chunk_gradient(xp, offsets, grad, r0, r1, sn, sh, sw, oh, ow, width):
     """[G, width (output channel), taps*width] = the sum over the pixels of output rows r0..r1 of the
-    group's output-gradient columns times its gathered taps."""
-    groups, k = offsets.shape
+    group's output-gradient columns times its gathered taps (``offsets`` [G, taps, width])."""
+    groups = offsets.shape[0]
+    k = offsets.shape[1] * offsets.shape[2]
     total = np.zeros((groups, width, k), grad.dtype)
     for p0, p1, taps in gather(xp, offsets, oh, ow, sn, sh, sw, r0, r1):
         g = grad[p0:p1, :groups * width].reshape(p1 - p0, groups, width)
-        total += np.matmul(g.transpose(1, 2, 0), taps.transpose(1, 0, 2))
+        total += np.matmul(g.transpose(1, 2, 0), taps.reshape(p1 - p0, groups, k).transpose(1, 0, 2))
     return total
 
 
