@@ -2,7 +2,7 @@
 gathered taps (a strided view of the padded input indexed by the tap offsets) times the weight.
 
 Every twin writes what its kernel writes, to float tolerance (the sums run in BLAS's order, not the
-micro-kernels'); the shared pieces (`gather`, `product`, `epilogue`) serve `numpy_tier.grouped` too.
+micro-kernels'); the shared pieces (`_gather`, `_product`, `_epilogue`) serve `numpy_tier.grouped` too.
 """
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -16,7 +16,7 @@ EPILOGUE_ELEMENTS = 1 << 14  # outputs the epilogue's NumPy temporaries cover at
 
 
 # ----- shared pieces ----------------------------------------------------------------------------
-def epilogue(out, scale, shift, residual, kind):
+def _epilogue(out, scale, shift, residual, kind):
     """out = act(out * scale + shift) (+ residual unless it is empty), in place, in out's dtype; by blocks
     of rows (``out``'s last axis is the channels) so the temporaries stay in cache."""
     channels = out.shape[-1] if out.ndim else 1
@@ -51,7 +51,7 @@ def _unit_runs(offsets):
     return offsets.shape[-1] > 1 and bool(np.all(np.diff(offsets, axis=-1) == 1))
 
 
-def arrange(offsets):
+def _arrange(offsets):
     """``(runs, swap)``: the taps ``offsets`` [G, K] laid out as [G, M, R] with unit-step runs of R elements
     along the last axis where they have such runs (channels-last taps: the channels), so gathers copy runs
     instead of single elements. ``swap`` is None when ``runs`` is ``offsets.reshape(G, M, R)`` (K's order);
@@ -73,11 +73,11 @@ def arrange(offsets):
     return best
 
 
-def gather(xp, offsets, oh, ow, sn, sh, sw, r0, r1):
+def _gather(xp, offsets, oh, ow, sn, sh, sw, r0, r1):
     """Yield ``(p0, p1, taps)`` covering the output rows r0..r1 (flat over [n, oh]) in order: for output
     pixels p0..p1 (flat over [n, oh, ow]), ``taps`` [p1 - p0, *offsets.shape] = xp[img*sn + oy*sh + ox*sw +
     offsets] (a new array of about `GATHER_ELEMENTS` at most, at least one output row). Where the last axis
-    of ``offsets`` steps by one element (see `arrange`), each run is copied whole."""
+    of ``offsets`` steps by one element (see `_arrange`), each run is copied whole."""
     offsets = np.asarray(offsets, dtype=np.int64)
     run = offsets.shape[-1] if offsets.ndim and _unit_runs(offsets) else 1
     starts = offsets[..., 0] if run > 1 else offsets
@@ -100,17 +100,17 @@ def gather(xp, offsets, oh, ow, sn, sh, sw, r0, r1):
         r += count
 
 
-def product(xp, offsets, w, out, sn, sh, sw):
+def _product(xp, offsets, w, out, sn, sh, sw):
     """out[n, oy, ox, g*og + j] = sum_k xp[n*sn + oy*sh + ox*sw + offsets[g, k]] * w[g, k, j] for
     ``offsets`` [G, K], ``w`` [G, K, og] and ``out`` [N, OH, OW, G*og] (no epilogue)."""
     n, oh, ow, o = out.shape
     groups, k, og = w.shape
-    runs, swap = arrange(np.asarray(offsets, dtype=np.int64))
+    runs, swap = _arrange(np.asarray(offsets, dtype=np.int64))
     if swap is not None:  # the sum over K in the gathered order: the weight's rows in that order too
         w = np.ascontiguousarray(w.reshape(groups, *swap, og).transpose(0, 2, 1, 3)).reshape(groups, k, og)
     target = out if out.flags.c_contiguous else np.empty(out.shape, out.dtype)
     rows = target.reshape(-1, o)
-    for p0, p1, taps in gather(xp, runs, oh, ow, sn, sh, sw, 0, n * oh):
+    for p0, p1, taps in _gather(xp, runs, oh, ow, sn, sh, sw, 0, n * oh):
         taps = taps.reshape(p1 - p0, groups, k)
         if groups == 1:
             matmul(taps.reshape(p1 - p0, k), w[0], out=rows[p0:p1])
@@ -129,15 +129,15 @@ def _bases(m0, m1, sn, sh, sw, oh, ow):
     return (m // (oh * ow)) * sn + (r // ow) * sh + (r % ow) * sw
 
 
-def gather_rows(xp, offsets, rows, sn, sh, sw, oh, ow):
+def _gather_rows(xp, offsets, rows, sn, sh, sw, oh, ow):
     """rows[m, :] = xp[start of pixel m + offsets] (``offsets`` flat, ``rows`` [P, offsets.size])."""
     pixels = rows.shape[0]
     offsets = np.asarray(offsets, dtype=np.int64)
     if ow and pixels % ow == 0:
-        runs, swap = arrange(offsets.reshape(1, -1))
+        runs, swap = _arrange(offsets.reshape(1, -1))
         if swap is not None and not rows.flags.c_contiguous:  # the swapped copy writes through a reshaped view
             runs, swap = offsets.reshape(1, -1, 1), None
-        for p0, p1, taps in gather(xp, runs[0], oh, ow, sn, sh, sw, 0, pixels // ow):
+        for p0, p1, taps in _gather(xp, runs[0], oh, ow, sn, sh, sw, 0, pixels // ow):
             if swap is None:
                 rows[p0:p1] = taps.reshape(p1 - p0, -1)
             else:
@@ -149,7 +149,7 @@ def gather_rows(xp, offsets, rows, sn, sh, sw, oh, ow):
         rows[m0:m1] = xp[_bases(m0, m1, sn, sh, sw, oh, ow)[:, None] + offsets[None, :]]
 
 
-def chunk_bounds(total, chunks):
+def _chunk_bounds(total, chunks):
     """The kernels' fixed split of ``total`` items into ``chunks`` (the last ones may be short or empty)."""
     per_chunk = (total + chunks - 1) // chunks
     return [(min(total, t * per_chunk), min(total, (t + 1) * per_chunk)) for t in range(chunks)]
@@ -159,24 +159,24 @@ def chunk_bounds(total, chunks):
 def matmul_broadcast(a, b, out, scale, shift, residual, kind, row_block, panel_group):
     """``out = act(a @ b * scale + shift) + residual`` for ``b`` = w.T [K, N]."""
     matmul(a, b, out=out)
-    epilogue(out, scale, shift, residual, kind)
+    _epilogue(out, scale, shift, residual, kind)
 
 
 def matmul_dot(a, w, out, scale, shift, residual, kind, row_block, col_group):
     """``out = act(a @ w.T * scale + shift) + residual`` for ``w`` [N, K]."""
     matmul(a, w.T, out=out)
-    epilogue(out, scale, shift, residual, kind)
+    _epilogue(out, scale, shift, residual, kind)
 
 
 def conv_dense(xp, koff, b, out, scale, shift, kind, sn, sh, sw):
     """``out[n, oy, ox] = act(sum_k xp[n*sn + oy*sh + ox*sw + koff[k]] * b[k] * scale + shift)``."""
-    product(xp, koff.reshape(1, -1), b.reshape((1,) + b.shape), out, sn, sh, sw)
-    epilogue(out, scale, shift, np.empty((0, 0), out.dtype), kind)
+    _product(xp, koff.reshape(1, -1), b.reshape((1,) + b.shape), out, sn, sh, sw)
+    _epilogue(out, scale, shift, np.empty((0, 0), out.dtype), kind)
 
 
 def matmul_at_b(a, b, partial, k_block):
     """``partial[t] = a[k-chunk t].T @ b[k-chunk t]``, the chunks of rows as the kernel splits them."""
-    for t, (k0, k1) in enumerate(chunk_bounds(a.shape[0], partial.shape[0])):
+    for t, (k0, k1) in enumerate(_chunk_bounds(a.shape[0], partial.shape[0])):
         if k1 > k0:
             matmul(a[k0:k1].T, b[k0:k1], out=partial[t])
         else:
@@ -185,4 +185,4 @@ def matmul_at_b(a, b, partial, k_block):
 
 def gather_taps(xp, koff, rows, sn, sh, sw, oh, ow):
     """rows[m, t] = xp[n*sn + oy*sh + ox*sw + koff[t]] for output pixel m = (n, oy, ox)."""
-    gather_rows(xp, np.asarray(koff, dtype=np.int64), rows, sn, sh, sw, oh, ow)
+    _gather_rows(xp, np.asarray(koff, dtype=np.int64), rows, sn, sh, sw, oh, ow)

@@ -6,7 +6,7 @@ into plain per-group ones ([G, taps*width, width]) and back; no loop runs over p
 """
 import numpy as np
 
-from .gemm import chunk_bounds, epilogue, gather, gather_rows, product
+from .gemm import _chunk_bounds, _epilogue, _gather, _gather_rows, _product
 
 
 def _packed_offsets(toff, groups, width):
@@ -28,11 +28,12 @@ def _unpacked_weights(b, groups):
 
 def grouped_forward_packed(xp, toff, b, out, scale, shift, kind, sn, sh, sw, width):
     """The grouped forward for packed groups of ``width`` channels in and out (``b`` [blocks, taps, width,
-    lanes], ``toff`` the taps' spatial offsets in the channels-last ``xp``)."""
+    lanes], ``toff`` the taps' spatial offsets in the channels-last ``xp``); the channels are whole groups, as
+    every caller has them."""
     groups = out.shape[3] // width
-    product(xp, _packed_offsets(toff, groups, width).reshape(groups, -1), _unpacked_weights(b, groups), out, sn, sh,
+    _product(xp, _packed_offsets(toff, groups, width).reshape(groups, -1), _unpacked_weights(b, groups), out, sn, sh,
             sw)
-    epilogue(out, scale, shift, np.empty((0, 0), out.dtype), kind)
+    _epilogue(out, scale, shift, np.empty((0, 0), out.dtype), kind)
 
 
 def grouped_forward(xp, koff, b, out, scale, shift, kind, sn, sh, sw, cg):
@@ -40,13 +41,14 @@ def grouped_forward(xp, koff, b, out, scale, shift, kind, sn, sh, sw, cg):
     + shift)``."""
     groups = b.shape[0]
     offsets = (np.arange(groups, dtype=np.int64) * cg)[:, None] + np.asarray(koff, dtype=np.int64)[None, :]
-    product(xp, offsets, b, out, sn, sh, sw)
-    epilogue(out, scale, shift, np.empty((0, 0), out.dtype), kind)
+    _product(xp, offsets, b, out, sn, sh, sw)
+    _epilogue(out, scale, shift, np.empty((0, 0), out.dtype), kind)
 
 
 def grouped_weight_gradient_packed(xp, toff, grad, partial, sn, sh, sw, oh, ow):
     """``partial[t, p, tap, oo, l]`` = the sum over the output rows of chunk t of ``grad[pixel, p*lanes +
-    (l // width)*width + oo] * xp[pixel's offset + toff[tap] + p*lanes + l]``; zero past the last channel."""
+    (l // width)*width + oo] * xp[pixel's offset + toff[tap] + p*lanes + l]``; zero past the last channel (the
+    channels are whole groups, as every caller has them)."""
     chunks, blocks, taps, width, lanes = partial.shape
     o = grad.shape[1]
     groups = o // width
@@ -54,7 +56,7 @@ def grouped_weight_gradient_packed(xp, toff, grad, partial, sn, sh, sw, oh, ow):
     offsets = _packed_offsets(toff, groups, width)
     out_rows = grad.shape[0] // ow
     totals = np.zeros((blocks * per_block, taps, width, width), partial.dtype)  # [g, tap, oo, ci]
-    for t, (r0, r1) in enumerate(chunk_bounds(out_rows, chunks)):
+    for t, (r0, r1) in enumerate(_chunk_bounds(out_rows, chunks)):
         totals[...] = 0
         if r1 > r0:
             total = _chunk_gradient(xp, offsets, grad, r0, r1, sn, sh, sw, oh, ow, width)
@@ -70,7 +72,7 @@ def _chunk_gradient(xp, offsets, grad, r0, r1, sn, sh, sw, oh, ow, width):
     groups = offsets.shape[0]
     k = offsets.shape[1] * offsets.shape[2]
     total = np.zeros((groups, width, k), grad.dtype)
-    for p0, p1, taps in gather(xp, offsets, oh, ow, sn, sh, sw, r0, r1):
+    for p0, p1, taps in _gather(xp, offsets, oh, ow, sn, sh, sw, r0, r1):
         g = grad[p0:p1, :groups * width].reshape(p1 - p0, groups, width)
         total += np.matmul(g.transpose(1, 2, 0), taps.reshape(p1 - p0, groups, k).transpose(1, 0, 2))
     return total
@@ -79,7 +81,7 @@ def _chunk_gradient(xp, offsets, grad, r0, r1, sn, sh, sw, oh, ow, width):
 def grouped_weight_gradient(grad, rows, partial, k_block):
     """``partial[t, g] = grad[pixels of chunk t, g's outputs].T @ rows[pixels of chunk t, g's taps]``."""
     chunks, groups, og, k = partial.shape
-    for t, (p0, p1) in enumerate(chunk_bounds(grad.shape[0], chunks)):
+    for t, (p0, p1) in enumerate(_chunk_bounds(grad.shape[0], chunks)):
         if p1 <= p0:
             partial[t] = 0
             continue
@@ -93,4 +95,4 @@ def gather_group_taps(xp, koff, rows, sn, sh, sw, oh, ow, cg):
     koff = np.asarray(koff, dtype=np.int64)
     groups = rows.shape[1] // koff.shape[0]
     offsets = ((np.arange(groups, dtype=np.int64) * cg)[:, None] + koff[None, :]).reshape(-1)
-    gather_rows(xp, offsets, rows, sn, sh, sw, oh, ow)
+    _gather_rows(xp, offsets, rows, sn, sh, sw, oh, ow)
