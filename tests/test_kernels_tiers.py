@@ -91,14 +91,16 @@ def test_both_tiers_give_the_same_inference(name, batch, size):
 
 @pytest.mark.parametrize("name,batch,size", [("mobilenet_v3_digits", 8, 32), ("regnet_y_400mf", 2, 64)])
 def test_both_tiers_give_the_same_training_step(name, batch, size):
+    """In float64: a train-mode step of a deep network amplifies float32 rounding (batch norm over a
+    few values), which would hide a real difference; the twins are the kernels' float64 builds' twins too."""
     ex.manual_seed(0)
-    x = ex.randn(batch, 3, size, size)
+    x = ex.randn(batch, 3, size, size).double()
     classes = 10 if name == "mobilenet_v3_digits" else 1000
     y = ex.tensor(np.arange(batch) % classes)
 
     def step():
         ex.manual_seed(1)
-        model = models.get_model(name).train()
+        model = models.get_model(name).double().train()
         loss = F.cross_entropy(model(x), y)
         loss.backward()
         return loss.item(), {k: p.grad.numpy().copy() for k, p in model.named_parameters()}, \
@@ -108,11 +110,15 @@ def test_both_tiers_give_the_same_training_step(name, batch, size):
     with _Twins() as twins:
         loss_twin, grads_twin, buffers_twin = step()
     assert {"matmul_at_b", "backward_sums", "channel_sums"} <= twins.used, twins.used
-    assert loss_twin == pytest.approx(loss, rel=1e-5)
+    if name == "regnet_y_400mf":
+        assert {"grouped_forward_packed", "grouped_weight_gradient_packed"} <= twins.used, twins.used
+    assert loss_twin == pytest.approx(loss, rel=1e-12)
     for key in grads:
-        _close(grads_twin[key], grads[key], f"{name} grad of {key}, NumPy tier vs compiled")
+        assert_close(grads_twin[key], grads[key], f"{name} grad of {key}, NumPy tier vs compiled", rtol=1e-9,
+                     atol=1e-9)
     for key in buffers:
-        _close(buffers_twin[key], buffers[key], f"{name} buffer {key}, NumPy tier vs compiled")
+        assert_close(buffers_twin[key], buffers[key], f"{name} buffer {key}, NumPy tier vs compiled", rtol=1e-9,
+                     atol=1e-9)
 
 
 _FIRST = """

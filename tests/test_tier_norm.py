@@ -306,6 +306,7 @@ class _Twins:
 
     def __init__(self, module):
         self._module = module
+        self._name = module  # as a LazyModule's (threads.call_helper reads it)
 
     def __getattr__(self, name):
         twin = numpy_tier.twin(self._module, name)
