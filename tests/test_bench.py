@@ -122,3 +122,22 @@ def test_first_ever_cases_run_fresh_processes_on_an_empty_kernel_cache(monkeypat
         assert listing == [] and not numba_dir and not os.path.exists(home)  # empty, then removed
     assert seen[0][1] != seen[1][1]
     assert "first_ever_train_step_s" in runner._known_cases()
+
+
+def test_whole_train_runs_only_when_named_first_ever_then_warm_in_one_home(monkeypatch):
+    from excite.app.bench import runner
+
+    homes = []
+
+    def fake_run(env):
+        homes.append((env["EXCITE_HOME"], os.listdir(env["EXCITE_HOME"])))
+        open(os.path.join(env["EXCITE_HOME"], "built"), "w").close()  # what the first run leaves in the cache
+        return 10.0 * len(homes)
+
+    monkeypatch.setattr(runner, "_train_run", fake_run)
+    assert runner.process_cases(1, False, lambda name: name in runner.TRAIN_RUN_CASES, named=()) == [] and homes == []
+    rows = runner.process_cases(1, False, lambda name: False, named=("first_ever_train_run_s",))
+    assert rows == [("first_ever_train_run_s", 10.0, None), ("train_run_s", 20.0, None)]
+    (first_home, first_listing), (warm_home, warm_listing) = homes
+    assert first_home == warm_home and first_listing == [] and warm_listing == ["built"]
+    assert set(runner.TRAIN_RUN_CASES) <= set(runner._known_cases())

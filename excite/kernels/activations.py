@@ -52,6 +52,7 @@ class Activation:
 
 
 IDENTITY = 0  # the code of "no activation"
+OUTPUT_DERIVATIVE = 1 << 8  # grad codes: code (derivative at the input) or code + this (at the output)
 _REGISTRY = {}
 _BY_CODE = {}
 

@@ -19,7 +19,7 @@ from .. import activations as registry
 from . import scalar_math
 from ..threads import inline_helper
 
-OUTPUT_DERIVATIVE = 1 << 8  # grad codes: code (derivative at the input) or code + this (at the output)
+OUTPUT_DERIVATIVE = registry.OUTPUT_DERIVATIVE  # grad codes: code (derivative at the input) or code + this
 RECORDS = tuple(registry.builtin_records())  # fixed at import: what the cached kernels are compiled for
 KINDS = (registry.IDENTITY,) + tuple(r.code for r in RECORDS)
 GRAD_KINDS = KINDS + tuple(r.code + OUTPUT_DERIVATIVE for r in RECORDS if r.saves_output)

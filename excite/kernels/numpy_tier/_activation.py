@@ -3,7 +3,7 @@ import numpy as np
 
 from .. import activations
 from ..activation import evaluate
-from ..compiled.activation_math import OUTPUT_DERIVATIVE
+from ..activations import OUTPUT_DERIVATIVE
 
 
 def activate(z, kind):
