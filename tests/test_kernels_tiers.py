@@ -161,3 +161,22 @@ def test_an_empty_cache_runs_the_twins_then_the_builds(tmp_path):
     assert second.stdout.splitlines() == ["deferred 0", "deferred 0"], second.stdout
     assert compiler.NOTICE not in second.stderr
     np.testing.assert_allclose(np.load(tmp_path / "second.npy"), np.load(tmp_path / "first.npy"), rtol=1e-6, atol=1e-7)
+
+
+_INTERRUPTED = """
+import numpy as np
+from excite.kernels import activation as A, compiler
+A.forward(np.linspace(-3, 3, 1 << 16, dtype=np.float32), "hardswish")
+print("deferred", len(compiler._deferred), flush=True)
+raise KeyboardInterrupt  # as a Ctrl-C would: the program ends now, not after the builds
+"""
+
+
+def test_a_program_stopped_by_ctrl_c_does_not_finish_the_builds(tmp_path):
+    env = dict(os.environ, EXCITE_HOME=str(tmp_path / "home"), EXCITE_KERNEL_TIERS="1", EXCITE_KERNEL_PREFETCH="0",
+               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("NUMBA_CACHE_DIR", None)
+    out = subprocess.run([sys.executable, "-c", _INTERRUPTED], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0 and "KeyboardInterrupt" in out.stderr
+    assert out.stdout.splitlines() == ["deferred 1"]
+    assert "finishing" not in out.stderr

@@ -6,6 +6,7 @@ import sys
 from typing import Optional, Sequence
 
 from ..errors import ExciteError, InvalidArgumentError
+from ..kernels import compiler
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -624,6 +625,7 @@ def _guarded(run):
     try:
         return run() or 0
     except TrainingInterrupted as e:
+        compiler.drop_deferred()  # stopped by the user: exit now, not after the kernel builds
         ranks = _ranks()
         if ranks is None:
             print(f"excite: {e}; continue with: excite train --resume {_shown(e.checkpoint)}", file=sys.stderr)
@@ -632,6 +634,7 @@ def _guarded(run):
                   f"{_shown(e.checkpoint)}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except KeyboardInterrupt:
+        compiler.drop_deferred()
         print("excite: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except (ExciteError, OSError, ImportError) as e:

@@ -503,11 +503,18 @@ def finish_deferred(stream=None):
         return 0
 
 
+def drop_deferred():
+    """The user stopped the program (Ctrl-C): do not finish the builds at exit."""
+    _deferred.clear()
+
+
 def _at_exit():
     if _pool is None:
         return
     try:
-        finish_deferred()
+        last = getattr(sys, "last_type", None)  # a script ended by an uncaught Ctrl-C: no waiting
+        if not (isinstance(last, type) and issubclass(last, KeyboardInterrupt)):
+            finish_deferred()
     finally:
         _pool.terminate()
 
