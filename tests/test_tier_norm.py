@@ -191,6 +191,24 @@ def test_channel_reductions_and_gates(shape, dtype):
         agree(backward, [grad, gate, pooled_grad, np.empty_like(x)], [3], TOL[dtype], f"{layout} gate backward")
 
 
+SE_PAIRS = [("relu", "hardsigmoid"), ("silu", "sigmoid"), ("hardswish", None), (None, "relu6")]
+
+
+@DTYPES
+@pytest.mark.parametrize("shape", REDUCE, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("pair", SE_PAIRS, ids=lambda p: f"{p[0]}-{p[1]}")
+def test_se_inference_block(shape, pair, dtype):
+    n, p, c = shape
+    squeeze = max(1, c // 4)
+    rng = _rng(n, p, c, squeeze)
+    x = (rng.standard_normal((n, p, c)) + 1).astype(dtype)
+    w1t, b1 = rng.standard_normal((c, squeeze)).astype(dtype), rng.standard_normal(squeeze).astype(dtype)
+    w2t, b2 = rng.standard_normal((squeeze, c)).astype(dtype), rng.standard_normal(c).astype(dtype)
+    kinds = [activations.code(name) for name in pair]
+    agree(channel_reduce.se_inference_cl, [x, w1t, b1, w2t, b2, np.full_like(x, np.nan), *kinds], [5],
+          10 * TOL[dtype], f"SE block {pair}")
+
+
 # ----- depthwise convolution -------------------------------------------------------------------------
 # (N, C, H, W, multiplier, kernel, stride, padding, dilation): the SIMD row kernels (3x3 / 5x5, column
 # stride 1 / 2) on wide and narrow rows, row dilation, column dilation and stride 3 (the tap-by-tap

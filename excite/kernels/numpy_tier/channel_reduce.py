@@ -1,6 +1,8 @@
 """NumPy twins of `compiled.channel_reduce`: per-image channel means and SE gates on [N, P, C] or [N, C, P]."""
 import numpy as np
 
+from ._activation import activate
+
 _QUIET = np.errstate(all="ignore")  # like the kernels: no floating-point warnings (inf, NaN in user data)
 
 
@@ -8,6 +10,15 @@ _QUIET = np.errstate(all="ignore")  # like the kernels: no floating-point warnin
 def channel_means(x, out):
     """out[n, c] = mean over pixels p of x[n, p, c] (summed in float64)."""
     out[...] = x.sum(axis=1, dtype=np.float64) / x.shape[1]
+
+
+@_QUIET
+def se_inference_cl(x, w1t, b1, w2t, b2, out, kind1, kind2):
+    """out[n, p, c] = x[n, p, c] * act2(b2 + act1(b1 + mean_p(x[n]) @ w1t) @ w2t)[c] (the mean in float64)."""
+    mean = (x.sum(axis=1, dtype=np.float64) / x.shape[1]).astype(x.dtype)
+    hidden = activate(mean @ w1t + b1, kind1)
+    gate = activate(hidden @ w2t + b2, kind2)
+    np.multiply(x, gate[:, None, :], out=out)
 
 
 @_QUIET
