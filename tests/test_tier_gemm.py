@@ -255,7 +255,7 @@ def test_twins_leave_inputs_alone_and_write_every_output():
     dtype = np.float32
     rng, x, w, oh, ow, stride, padding, dilation = _grouped_case(0, dtype)
     o, cg, kh, kw = w.shape
-    packed, b = conv._grouped_weights(w, 13)
+    b = conv._packed_weights(w, grouped.VECTOR_BYTES // w.itemsize)  # (float32 groups of 8 run unpacked)
     xp, (sn, sh, sw), taps = conv._group_padded_taps(x, 1, kh, kw, padding, dilation)
     before = [xp.copy(), taps.copy(), b.copy()]
     scale, shift = _epilogue_args(rng, o, dtype)

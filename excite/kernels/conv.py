@@ -514,11 +514,12 @@ def _packed_weights(w, lanes):
 
 def _grouped_weights(w, groups):
     """(packed, weights): the packed tile's [blocks, KH*KW, W, lanes] for groups of 8 or 16 channels in and
-    out that divide a vector, else each group's transposed weight [G, CG*KH*KW, OG]."""
+    out that divide a vector and fill more than half of it, else each group's transposed weight [G, CG*KH*KW, OG]."""
     o, cg, kh, kw = w.shape
     og = o // groups
     lanes = grouped.VECTOR_BYTES // w.itemsize
-    if og == cg and cg in grouped.PACKED_WIDTHS and lanes % cg == 0:
+    # groups of half a vector or less run faster on half-width vectors (`grouped_forward`) than packed
+    if og == cg and cg in grouped.PACKED_WIDTHS and lanes % cg == 0 and 2 * og > lanes:
         return True, _packed_weights(w, lanes)
     b = np.empty((groups, cg * kh * kw, og), w.dtype)
     np.copyto(b, w.reshape(groups, og, cg * kh * kw).transpose(0, 2, 1))

@@ -35,7 +35,7 @@ def panel_width(dtype):
     return 2 * VECTOR_BYTES // np.dtype(dtype).itemsize
 
 
-def _broadcast_tile_intrinsic(variant, tile_rows=MR, vectors=2, accumulate=False):
+def _broadcast_tile_intrinsic(variant, tile_rows=MR, vectors=2, accumulate=False, vector_bytes=VECTOR_BYTES):
     """``tile(a, a_off, lda, b, b_off, ldb, k, c, c_off, ldc, rows, width[, extra])``:
     ``c[c_off + i * ldc + j] = sum over kk < k of A(i, kk) * b[b_off + kk * ldb + j]`` (``+=`` when
     ``accumulate``: the sums start from ``c``) for
@@ -52,7 +52,7 @@ def _broadcast_tile_intrinsic(variant, tile_rows=MR, vectors=2, accumulate=False
     gathered, columns = variant == "gathered", variant == "columns"
 
     def codegen(context, builder, signature, args):
-        v = Vectors(context, builder, signature.args[0].dtype)
+        v = Vectors(context, builder, signature.args[0].dtype, vector_bytes)
         a_data = data_pointer(context, builder, signature.args[0], args[0], "a")
         b_data = data_pointer(context, builder, signature.args[3], args[3], "b")
         c_data = data_pointer(context, builder, signature.args[7], args[7], "c")
@@ -123,6 +123,9 @@ _gathered_tile = _broadcast_tile_intrinsic("gathered")
 # vector, so no half-masked tile multiplies zeros
 NARROW_MR = 2 * MR
 _gathered_tile_narrow = _broadcast_tile_intrinsic("gathered", NARROW_MR, 1)
+# outputs half a vector wide or less (RegNet's 8-wide groups in float32): half-width vectors, as many per
+# cycle as full ones on CPUs that split 512-bit operations, no lanes multiplying zeros
+_gathered_tile_half = _broadcast_tile_intrinsic("gathered", NARROW_MR, 1, vector_bytes=VECTOR_BYTES // 2)
 _columns_tile = _broadcast_tile_intrinsic("columns", accumulate=True)
 
 

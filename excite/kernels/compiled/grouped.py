@@ -13,7 +13,7 @@ from llvmlite import ir
 from numba import prange, types
 from numba.extending import intrinsic
 
-from .gemm import MR, NARROW_MR, _columns_tile, _epilogue, _gathered_tile, _gathered_tile_narrow
+from .gemm import MR, NARROW_MR, _columns_tile, _epilogue, _gathered_tile, _gathered_tile_half, _gathered_tile_narrow
 from .simd import VECTOR_BYTES, Vectors, as_i64, counted_loop, data_pointer, specialised
 from ..threads import kernel
 
@@ -241,6 +241,11 @@ def grouped_forward(xp, koff, b, out, scale, shift, kind, sn, sh, sw, cg):
         flat_dst = dst.reshape(-1)
         base = img * sn + oy * sh
         for g in range(groups):
+            if 4 * og <= nr:
+                for ox in range(0, ow, NARROW_MR):
+                    _gathered_tile_half(xp, base + ox * sw + g * cg, sw, flat_b, (g * k) * og, og, k, flat_dst,
+                                        ox * o + g * og, o, min(NARROW_MR, ow - ox), og, koff)
+                continue
             if 2 * og <= nr:
                 for ox in range(0, ow, NARROW_MR):
                     _gathered_tile_narrow(xp, base + ox * sw + g * cg, sw, flat_b, (g * k) * og, og, k, flat_dst,

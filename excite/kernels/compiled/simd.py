@@ -33,11 +33,11 @@ class Pointer:
 class Vectors:
     """IR helpers for one element type: vector type, loads, splats, fused multiply-adds."""
 
-    def __init__(self, context, builder, dtype):
+    def __init__(self, context, builder, dtype, vector_bytes=VECTOR_BYTES):
         self.context = context
         self.builder = builder
         self.bits = dtype.bitwidth
-        self.lanes = VECTOR_BYTES * 8 // self.bits
+        self.lanes = vector_bytes * 8 // self.bits
         self.elem = context.get_value_type(dtype)
         self.vec = ir.VectorType(self.elem, self.lanes)
         self.i32 = ir.IntType(32)
