@@ -11,9 +11,10 @@ from oracle import REFERENCE_ACTIVATIONS, assert_close
 
 TOL = {np.float32: dict(rtol=1e-5, atol=1e-5), np.float64: dict(rtol=1e-12, atol=1e-12)}
 # (M, K, N): single rows and columns, fewer rows than a tile, depths not a multiple of a vector,
-# columns not a multiple of a panel, and the shapes of real networks at batch 1
+# columns not a multiple of a panel, one vector of columns (the narrow tile), and the shapes of real networks
+# at batch 1
 SHAPES = [(1, 1, 1), (1, 7, 5), (3, 1, 2), (5, 3, 40), (6, 16, 32), (13, 24, 72), (31, 100, 7), (200, 17, 33),
-          (49, 1152, 192), (196, 80, 480), (300, 40, 24)]
+          (49, 1152, 192), (196, 80, 480), (300, 40, 24), (37, 20, 16)]
 
 
 def _operands(m, k, n, dtype, seed=0):

@@ -118,6 +118,7 @@ def _broadcast_tile_intrinsic(variant, tile_rows=MR, vectors=2, accumulate=False
 
 
 _broadcast_tile = _broadcast_tile_intrinsic("rows")
+_broadcast_tile_narrow = _broadcast_tile_intrinsic("rows", 2 * MR, 1)  # outputs one vector wide or less
 _gathered_tile = _broadcast_tile_intrinsic("gathered")
 # outputs one vector wide or less (16-channel stems, RegNet's 8-wide groups): twice the rows, one
 # vector, so no half-masked tile multiplies zeros
@@ -241,6 +242,11 @@ def matmul_broadcast(a, b, out, scale, shift, residual, kind, row_block, panel_g
             for p in range(p0, p1):
                 col = p * nr
                 width = min(nr, n - col)
+                if 2 * width <= nr:  # one vector: twice the rows, no half-masked second vector
+                    for r in range(c0, c1, 2 * MR):
+                        _broadcast_tile_narrow(a, r * k, k, b, col, n, k, out, r * n + col, n, min(2 * MR, c1 - r),
+                                               width)
+                    continue
                 for r in range(c0, c1, MR):
                     _broadcast_tile(a, r * k, k, b, col, n, k, out, r * n + col, n, min(MR, c1 - r), width)
             _epilogue(out, c0, c1, p0 * nr, min(n, p1 * nr), scale, shift, residual, kind)
