@@ -58,6 +58,9 @@ def se_inference(x, w1, b1, w2, b2, activation="relu", scale_activation="sigmoid
     return SqueezeExcitationPlan(x.shape[0], x.dtype, layout, w1, b1, w2, b2, activation, scale_activation)(x)
 
 
+FUSED_MAX_WEIGHTS = 1 << 18  # every SE of MobileNetV3, EfficientNet and RegNet-Y up to 1.6GF; wider ones split their layers over threads
+
+
 class SqueezeExcitationPlan:
     """The SE block's inference for a batch size and layout ('channels_last' or 'planes'), prepared once:
     ``plan(x, out=None)`` pools x's channels, runs both layers as compiled products (bias and
@@ -69,9 +72,11 @@ class SqueezeExcitationPlan:
         self.fc2 = pointwise.Pointwise(batch, w2, None, b2, scale_activation, dtype)
         self.means = channel_reduce.channel_means if layout == "channels_last" else channel_reduce.plane_means
         self.gate = channel_reduce.gate_forward if layout == "channels_last" else channel_reduce.plane_gate
-        # channels-last with compiled activations: the whole block in one kernel call per batch
+        # channels-last with compiled activations and layers of at most FUSED_MAX_WEIGHTS (the fused kernel
+        # runs an image's layers on one thread): the whole block in one kernel call per batch
         self.fused = None
-        if layout == "channels_last" and self.fc1.later is None and self.fc2.later is None:
+        if (layout == "channels_last" and self.fc1.later is None and self.fc2.later is None
+                and w1.shape[0] * w1.shape[1] <= FUSED_MAX_WEIGHTS):
             self.fused = (np.ascontiguousarray(_matrix(w1).T, dtype=dtype), self.fc1.shift,
                           np.ascontiguousarray(_matrix(w2).T, dtype=dtype), self.fc2.shift, self.fc1.kind, self.fc2.kind)
 

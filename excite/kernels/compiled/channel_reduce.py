@@ -36,7 +36,7 @@ def channel_means(x, out):
 def se_inference_cl(x, w1t, b1, w2t, b2, out, kind1, kind2):
     """The whole Squeeze-and-Excitation block of each image in one task: ``out[n, p, c] = x[n, p, c] *
     act2(b2 + act1(b1 + mean_p(x[n]) @ w1t) @ w2t)[c]``, the mean summed in float64 as `channel_means`,
-    ``w1t`` [C, S] and ``w2t`` [S, C] the transposed layers (rows contiguous: each layer is a sum of
+    both layers summed in float64, ``w1t`` [C, S] and ``w2t`` [S, C] the transposed layers (rows contiguous: each layer is a sum of
     scaled weight rows, which vectorises). At batch 1 this replaces four kernel calls and their
     launches by one."""
     n_img, pixels, ch = x.shape
@@ -53,22 +53,25 @@ def se_inference_cl(x, w1t, b1, w2t, b2, out, kind1, kind2):
             for c in range(ch):
                 acc[c] += img[p, c]
             p += 1
-        hidden = np.zeros(squeeze, dtype=x.dtype)
+        # both layers summed in float64 (thousands of channels in the widest networks), then rounded
+        hidden64 = np.zeros(squeeze, dtype=np.float64)
         for c in range(ch):
-            mean = x.dtype.type(acc[c] / pixels)
+            mean = np.float64(x.dtype.type(acc[c] / pixels))
             row = w1t[c]
             for s in range(squeeze):
-                hidden[s] += row[s] * mean
+                hidden64[s] += np.float64(row[s]) * mean
+        hidden = np.empty(squeeze, dtype=x.dtype)
         for s in range(squeeze):
-            hidden[s] = activate(hidden[s] + b1[s], kind1)
-        gate = np.zeros(ch, dtype=x.dtype)
+            hidden[s] = activate(x.dtype.type(hidden64[s] + b1[s]), kind1)
+        gate64 = np.zeros(ch, dtype=np.float64)
         for s in range(squeeze):
-            h = hidden[s]
+            h = np.float64(hidden[s])
             row = w2t[s]
             for c in range(ch):
-                gate[c] += row[c] * h
+                gate64[c] += np.float64(row[c]) * h
+        gate = np.empty(ch, dtype=x.dtype)
         for c in range(ch):
-            gate[c] = activate(gate[c] + b2[c], kind2)
+            gate[c] = activate(x.dtype.type(gate64[c] + b2[c]), kind2)
         dst = out[n]
         for p in range(pixels):
             src = img[p]

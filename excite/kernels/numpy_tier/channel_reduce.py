@@ -14,10 +14,11 @@ def channel_means(x, out):
 
 @_QUIET
 def se_inference_cl(x, w1t, b1, w2t, b2, out, kind1, kind2):
-    """out[n, p, c] = x[n, p, c] * act2(b2 + act1(b1 + mean_p(x[n]) @ w1t) @ w2t)[c] (the mean in float64)."""
+    """out[n, p, c] = x[n, p, c] * act2(b2 + act1(b1 + mean_p(x[n]) @ w1t) @ w2t)[c] (the mean and both layers in float64)."""
     mean = (x.sum(axis=1, dtype=np.float64) / x.shape[1]).astype(x.dtype)
-    hidden = activate(mean @ w1t + b1, kind1)
-    gate = activate(hidden @ w2t + b2, kind2)
+    f64 = np.float64
+    hidden = activate((mean.astype(f64) @ w1t.astype(f64) + b1).astype(x.dtype), kind1)
+    gate = activate((hidden.astype(f64) @ w2t.astype(f64) + b2).astype(x.dtype), kind2)
     np.multiply(x, gate[:, None, :], out=out)
 
 
