@@ -22,11 +22,12 @@ from numba import prange, types
 from numba.extending import intrinsic
 
 from .elementwise import affine_activation_block
-from .simd import VECTOR_BYTES, Vectors, as_i64, counted_loop, data_pointer, only_if, specialised
+from .simd import VECTOR_BYTES, Vectors, as_i64, blocked_sums, counted_loop, data_pointer, only_if, specialised
 from ..threads import helper, inline_helper, kernel
 
 MR = 6  # rows per broadcast tile (by two vectors of columns: 12 accumulators)
 DOT = 4  # the dot tile is DOT rows by DOT weight rows (16 accumulators)
+SUM_BLOCK = 128  # the broadcast tiles' sums over K run in blocks of this many terms (`simd.blocked_sums`)
 CHUNK_BYTES = 1 << 14  # rows of ``a`` a broadcast task sweeps across its panels at a time
 
 
@@ -46,7 +47,7 @@ def _broadcast_tile_intrinsic(variant, tile_rows=MR, vectors=2, accumulate=False
       tap's offset in the padded input);
     - ``"columns"``: ``a[a_off + i * lda + kk * extra]`` (columns of ``a``: ``a.T @ b``).
 
-    The tile_rows * vectors accumulators stay in registers across kk; the loads of ``b`` and the stores of ``c``
+    The tile_rows * vectors accumulators stay in registers across kk (summing in blocks of SUM_BLOCK terms); the loads of ``b`` and the stores of ``c``
     are masked to ``width`` columns, rows past ``rows`` repeat the last one and are not stored, so
     edge tiles need no padded copies."""
     gathered, columns = variant == "gathered", variant == "columns"
@@ -92,7 +93,7 @@ def _broadcast_tile_intrinsic(variant, tile_rows=MR, vectors=2, accumulate=False
                          for i in range(tile_rows) for j in range(vectors)]
             else:
                 start = [v.zero] * (vectors * tile_rows)
-            final = counted_loop(builder, count, start, step, "masked" if masked else "tile")
+            final = blocked_sums(builder, count, start, step, "masked" if masked else "tile", SUM_BLOCK, v.zero)
             for i in range(tile_rows):
                 for j in range(vectors):
                     if masked:

@@ -183,6 +183,30 @@ def counted_loop(builder, count, carried, body, name):
     return merge(builder, carried, entry, updated, end)
 
 
+def blocked_sums(builder, count, totals, body, name, block, zero):
+    """`counted_loop` for sums, in blocks of ``block`` steps: the first block adds to ``totals``
+    directly, each later one sums from ``zero`` and is added to them at its end. A float32 sum over K
+    terms in one chain is off by ~sqrt(K) roundings, in blocks by ~sqrt(block) + sqrt(K / block): the
+    2376-term sums of a RegNet-Y 128GF grouped layer come out as close to float64 as the oneDNN ones
+    (4x closer than in one chain), for one vector add per block. The blocks start at multiples of
+    ``block``, so the sum does not depend on how the caller tiles the other dimensions."""
+    i64 = ir.IntType(64)
+    size = ir.Constant(i64, block)
+    first_steps = builder.select(builder.icmp_signed("<", count, size), count, size)
+    totals = counted_loop(builder, first_steps, totals, body, f"{name}.first")
+    later = builder.sdiv(builder.sub(count, ir.Constant(i64, 1)), size)  # blocks after the first
+
+    def one_block(index, carried):
+        first = builder.mul(builder.add(index, ir.Constant(i64, 1)), size)
+        left = builder.sub(count, first)
+        steps = builder.select(builder.icmp_signed("<", left, size), left, size)
+        sums = counted_loop(builder, steps, [zero] * len(carried),
+                            lambda step, values: body(builder.add(first, step), values), f"{name}.block")
+        return [builder.fadd(total, part) for total, part in zip(carried, sums)]
+
+    return counted_loop(builder, later, totals, one_block, name)
+
+
 def merge(builder, firsts, first_block, seconds, second_block):
     """Phi nodes: each value is ``firsts[i]`` coming from ``first_block``, ``seconds[i]`` from ``second_block``."""
     merged = []
