@@ -1,6 +1,6 @@
 """Fine-tuning from pretrained weights and precise BatchNorm: what a user's own small data set needs.
 
-Budget: about 35 s on two busy cores (a 3-epoch digits pretraining at 16x16, three 3-epoch runs on 120
+Budget: about 35 s on two busy cores (a 3-epoch digits pretraining on 1440 images at 16x16, three 3-epoch runs on 120
 images, one 3-epoch run of MobileNetV3-Small at 32x32 on 72 photo crops).
 """
 import numpy as np
@@ -17,9 +17,13 @@ def _quiet(msg):
 
 @pytest.fixture(scope="module")
 def digits_pretrained(tmp_path_factory):
-    """mobilenet_v3_digits trained 3 short epochs on the digits (task A); its last.pth is the pretrained source."""
+    """mobilenet_v3_digits trained 3 short epochs on the digits (task A); its last.pth is the pretrained source.
+
+    1440 images: with 480, the frozen backbone's features were too weak for a steady result (tuned accuracy
+    0.69-0.85 over pretraining seeds 0-2, so the 0.7 floor below hung on kernel rounding); with 1440, 0.83-0.95.
+    """
     out = tmp_path_factory.mktemp("pretrained")
-    Trainer(TrainConfig(epochs=3, limit=480, image_size=16, batch_size=32, seed=0), out, log=_quiet,
+    Trainer(TrainConfig(epochs=3, limit=1440, image_size=16, batch_size=32, seed=0), out, log=_quiet,
             progress=False).run()
     return out / "last.pth"
 
