@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from excite.kernels import pointwise
-from excite.kernels.compiled import gemm
+from excite.kernels.compiled import activation_math, elementwise, gemm
 from excite.kernels import activations
 from oracle import REFERENCE_ACTIVATIONS, assert_close
 
@@ -114,3 +114,24 @@ def test_weight_gradient_over_many_pixels_stays_accurate_in_float32():
     g = rng.standard_normal((200_704, 24)).astype(np.float32)
     assert_close(pointwise.weight_gradient(g, x), g.T.astype(np.float64) @ x.astype(np.float64),
                  "grad weight", rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("code", [c for c in activation_math.VECTOR_KINDS if c != activations.IDENTITY])
+def test_tile_activations_equal_the_scalar_kernel_to_the_bit(code, dtype):
+    """The activations the broadcast tiles apply in registers (generated from the same formulas) give the
+    elementwise kernel's results bit for bit, at the kinks, subnormals, infinities and NaN included (not -0: a
+    sum that starts from +0 is never -0)."""
+    special = [np.nan, np.inf, -np.inf, 0.0, -3.0, 3.0, 6.0, -6.0, 1e-40, -1e-40, 2.9999998, -3.0000002]
+    values = np.concatenate([special, np.random.default_rng(0).uniform(-8, 8, 400)]).astype(dtype)
+    n = 16
+    a = values.reshape(-1, 1)  # K = 1 and unit weights: the tile's sums are the values themselves
+    product = pointwise.Pointwise(a.shape[0], np.ones((n, 1), dtype), np.ones(n, dtype), np.zeros(n, dtype),
+                                  next(r.name for r in activations.builtin_records() if r.code == code), dtype)
+    assert product.kernel.__name__ == "matmul_broadcast"
+    out = np.empty((a.shape[0], n), dtype)
+    product(a, out)
+    expected = np.empty_like(values)
+    elementwise.activation_forward(values, expected, code)
+    bits = np.uint32 if dtype == np.float32 else np.uint64
+    np.testing.assert_array_equal(out.view(bits), np.repeat(expected[:, None], n, axis=1).view(bits))

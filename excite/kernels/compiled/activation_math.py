@@ -12,6 +12,7 @@ import ast
 import inspect
 
 import numpy as np
+from llvmlite import ir
 from numba import types
 from numba.extending import overload
 
@@ -110,3 +111,77 @@ def by_kind(body, kinds=KINDS):
     function = namespace[f"{body.__name__}_by_kind"]
     function.__doc__ = body.__doc__
     return inline_helper(function, cache=False)
+
+
+# ----- the activations on SIMD vectors, for the matrix products' tiles ----------------------------
+class _NoVectorForm(Exception):
+    pass
+
+
+_COMPARE = {ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">="}
+_ARITHMETIC = {ast.Add: "fadd", ast.Sub: "fsub", ast.Mult: "fmul", ast.Div: "fdiv"}
+
+
+def _emit(node, builder, vec, x):
+    """LLVM IR of the formula ``node`` on the vector ``x`` (of type ``vec``), operation for operation as
+    the scalar code computes it (so the two agree to the bit); `_NoVectorForm` for anything past
+    arithmetic, comparisons, ``where`` and ``clamp``."""
+    if isinstance(node, ast.Name) and node.id == "x":
+        return x
+    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
+        return ir.Constant(vec, [float(node.value)] * vec.count)
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        return builder.fneg(_emit(node.operand, builder, vec, x))
+    if isinstance(node, ast.BinOp) and type(node.op) in _ARITHMETIC:
+        op = getattr(builder, _ARITHMETIC[type(node.op)])
+        return op(_emit(node.left, builder, vec, x), _emit(node.right, builder, vec, x))
+    if isinstance(node, ast.Compare) and len(node.ops) == 1 and type(node.ops[0]) in _COMPARE:
+        # Python's float comparisons are false on NaN: LLVM's ordered ones
+        return builder.fcmp_ordered(_COMPARE[type(node.ops[0])], _emit(node.left, builder, vec, x),
+                                    _emit(node.comparators[0], builder, vec, x))
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and not node.keywords:
+        args = [_emit(a, builder, vec, x) for a in node.args]
+        if node.func.id == "where" and len(args) == 3:
+            return builder.select(*args)
+        if node.func.id == "clamp" and len(args) == 3:  # scalar_math.clamp, NaN staying NaN
+            v, lo, hi = args
+            v = builder.select(builder.fcmp_ordered("<", v, lo), lo, v)
+            return builder.select(builder.fcmp_ordered("<", hi, v), hi, v)
+    raise _NoVectorForm(ast.dump(node))
+
+
+def _vector_codes():
+    codes = []
+    for record in RECORDS:
+        try:
+            tree = ast.parse(record.forward, mode="eval").body
+            module = ir.Module()
+            block = ir.Function(module, ir.FunctionType(ir.VoidType(), []), "probe").append_basic_block()
+            _emit(tree, ir.IRBuilder(block), ir.VectorType(ir.FloatType(), 4), ir.Constant(ir.VectorType(ir.FloatType(), 4), None))
+        except _NoVectorForm:
+            continue
+        codes.append(record.code)
+    return tuple(codes)
+
+
+VECTOR_KINDS = (registry.IDENTITY,) + _vector_codes()  # the activations `emit_activation` writes as vector code
+
+
+def emit_activation(builder, code, x):
+    """The activation ``code`` (one of VECTOR_KINDS) on the IR vector ``x``."""
+    if code == registry.IDENTITY:
+        return x
+    record = next(r for r in RECORDS if r.code == code)
+    return _emit(ast.parse(record.forward, mode="eval").body, builder, x.type, x)
+
+
+def _in_tile_test():
+    source = "def in_tile(kind):\n    return " + " or ".join(f"kind == {k}" for k in VECTOR_KINDS)
+    namespace = {}
+    exec(source, namespace)
+    function = namespace["in_tile"]
+    function.__doc__ = "Whether the matrix products' tiles apply the activation ``kind`` (VECTOR_KINDS) themselves."
+    return inline_helper(function, cache=False)
+
+
+activated_in_tile = _in_tile_test()

@@ -76,6 +76,18 @@ def _affine_block(rows, r0, r1, c0, c1, scale, shift, kind):
             row[c] = activate(row[c] * sc[c] + sh[c], kind)
 
 
+@inline_helper
+def _block(rows, r0, r1, c0, c1, kind):
+    for r in range(r0, r1):
+        row = rows[r, c0:c1]
+        for c in range(row.shape[0]):
+            row[c] = activate(row[c], kind)
+
+
+activation_block = by_kind(_block)
+activation_block.__doc__ = """rows[r, c] = act(rows[r, c]) for r0 <= r < r1, c0 <= c < c1 of a C-contiguous 2-D ``rows``, in place."""
+
+
 affine_activation_block = by_kind(_affine_block)
 affine_activation_block.__doc__ = """rows[r, c] = act(rows[r, c] * scale[c] + shift[c]) for r0 <= r < r1, c0 <= c < c1 of a
 C-contiguous 2-D ``rows``, in place; one branch on the code for the whole block (short rows would

@@ -21,8 +21,11 @@ from llvmlite import ir
 from numba import prange, types
 from numba.extending import intrinsic
 
-from .elementwise import affine_activation_block
-from .simd import VECTOR_BYTES, Vectors, as_i64, blocked_sums, counted_loop, data_pointer, only_if, specialised
+from .activation_math import VECTOR_KINDS, activated_in_tile, emit_activation
+from .elementwise import activation_block, affine_activation_block
+from ..activations import IDENTITY
+from .simd import (VECTOR_BYTES, Vectors, as_i64, blocked_sums, counted_loop, data_pointer, only_if, specialised,
+                   switch_values)
 from ..threads import helper, inline_helper, kernel
 
 MR = 6  # rows per broadcast tile (by two vectors of columns: 12 accumulators)
@@ -36,10 +39,13 @@ def panel_width(dtype):
     return 2 * VECTOR_BYTES // np.dtype(dtype).itemsize
 
 
-def _broadcast_tile_intrinsic(variant, tile_rows=MR, vectors=2, accumulate=False, vector_bytes=VECTOR_BYTES):
-    """``tile(a, a_off, lda, b, b_off, ldb, k, c, c_off, ldc, rows, width[, extra])``:
-    ``c[c_off + i * ldc + j] = sum over kk < k of A(i, kk) * b[b_off + kk * ldb + j]`` (``+=`` when
-    ``accumulate``: the sums start from ``c``) for
+def _broadcast_tile_intrinsic(variant, tile_rows=MR, vectors=2, accumulate=False, vector_bytes=VECTOR_BYTES,
+                              epilogue=True):
+    """``tile(a, a_off, lda, b, b_off, ldb, k, c, c_off, ldc, rows, width[, extra], scale, shift, s_off, kind)``:
+    ``c[c_off + i * ldc + j] = act(S * scale[s_off + j] + shift[s_off + j])`` with S = ``sum over kk < k
+    of A(i, kk) * b[b_off + kk * ldb + j]`` and ``act`` the activation ``kind`` where it is one of
+    `activation_math.VECTOR_KINDS` (else the caller applies it: `_tile_epilogue`); without ``epilogue``
+    (no scale ... kind arguments) ``c = S`` (``+=`` when ``accumulate``: the sums start from ``c``) for
     i < rows <= tile_rows, j < width <= ``vectors`` SIMD vectors (two: NR columns), where A(i, kk) is
 
     - ``"rows"``: ``a[a_off + i * lda + kk]`` (rows of ``a``);
@@ -60,6 +66,11 @@ def _broadcast_tile_intrinsic(variant, tile_rows=MR, vectors=2, accumulate=False
         a_off, lda, b_off, ldb, count, c_off, ldc, rows, width = as_i64(builder, args[1:3] + args[4:7] + args[8:12])
         koff_data = data_pointer(context, builder, signature.args[12], args[12], "koff") if gathered else None
         ak = as_i64(builder, [args[12]])[0] if columns else None
+        if epilogue:
+            first = 12 if variant == "rows" else 13
+            scale_data = data_pointer(context, builder, signature.args[first], args[first], "scale")
+            shift_data = data_pointer(context, builder, signature.args[first + 1], args[first + 1], "shift")
+            s_off, kind = as_i64(builder, args[first + 2:first + 4])
         last = builder.sub(rows, v.const(1))
         a_rows = []
         for i in range(tile_rows):
@@ -69,6 +80,19 @@ def _broadcast_tile_intrinsic(variant, tile_rows=MR, vectors=2, accumulate=False
         masks = [v.lanes_below(width, j * v.lanes) for j in range(vectors)]
         none = ir.Constant(masks[0].type, [0] * v.lanes)
         c_rows = [v.at(c_data, builder.add(c_off, builder.mul(v.const(i), ldc))) for i in range(tile_rows)]
+
+        def affine_activation(masked, sums):
+            # act(S * scale + shift): a multiply and an add, as the scalar epilogue rounds them
+            scale_at, shift_at = v.at(scale_data, s_off), v.at(shift_data, s_off)
+            scales = [v.load_first(scale_at, j * v.lanes, masks[j]) if masked else v.load(scale_at, j * v.lanes)
+                      for j in range(vectors)]
+            shifts = [v.load_first(shift_at, j * v.lanes, masks[j]) if masked else v.load(shift_at, j * v.lanes)
+                      for j in range(vectors)]
+            mapped = [builder.fadd(builder.fmul(total, scales[i % vectors]), shifts[i % vectors])
+                      for i, total in enumerate(sums)]
+            return switch_values(builder, kind, mapped, {
+                code: (lambda values, code=code: [emit_activation(builder, code, value) for value in values])
+                for code in VECTOR_KINDS if code != IDENTITY})
 
         def emit(masked):
             def row_mask(i, j):
@@ -94,6 +118,8 @@ def _broadcast_tile_intrinsic(variant, tile_rows=MR, vectors=2, accumulate=False
             else:
                 start = [v.zero] * (vectors * tile_rows)
             final = blocked_sums(builder, count, start, step, "masked" if masked else "tile", SUM_BLOCK, v.zero)
+            if epilogue:
+                final = affine_activation(masked, final)
             for i in range(tile_rows):
                 for j in range(vectors):
                     if masked:
@@ -109,8 +135,15 @@ def _broadcast_tile_intrinsic(variant, tile_rows=MR, vectors=2, accumulate=False
 
     if variant == "rows":
         @intrinsic
-        def tile(typingctx, a, a_off, lda, b, b_off, ldb, k, c, c_off, ldc, rows, width):
-            return types.void(a, a_off, lda, b, b_off, ldb, k, c, c_off, ldc, rows, width), codegen
+        def tile(typingctx, a, a_off, lda, b, b_off, ldb, k, c, c_off, ldc, rows, width, scale, shift, s_off, kind):
+            return types.void(a, a_off, lda, b, b_off, ldb, k, c, c_off, ldc, rows, width, scale, shift, s_off,
+                              kind), codegen
+    elif epilogue:
+        @intrinsic
+        def tile(typingctx, a, a_off, lda, b, b_off, ldb, k, c, c_off, ldc, rows, width, extra, scale, shift, s_off,
+                 kind):
+            return types.void(a, a_off, lda, b, b_off, ldb, k, c, c_off, ldc, rows, width, extra, scale, shift,
+                              s_off, kind), codegen
     else:
         @intrinsic
         def tile(typingctx, a, a_off, lda, b, b_off, ldb, k, c, c_off, ldc, rows, width, extra):
@@ -128,7 +161,7 @@ _gathered_tile_narrow = _broadcast_tile_intrinsic("gathered", NARROW_MR, 1)
 # outputs half a vector wide or less (RegNet's 8-wide groups in float32): half-width vectors, as many per
 # cycle as full ones on CPUs that split 512-bit operations, no lanes multiplying zeros
 _gathered_tile_half = _broadcast_tile_intrinsic("gathered", NARROW_MR, 1, vector_bytes=VECTOR_BYTES // 2)
-_columns_tile = _broadcast_tile_intrinsic("columns", accumulate=True)
+_columns_tile = _broadcast_tile_intrinsic("columns", accumulate=True, epilogue=False)
 
 
 # ----- the dot-product micro-kernel -------------------------------------------------------------
@@ -207,15 +240,30 @@ _dot_row = _dot_tile_intrinsic(1, DOT * DOT)  # one row against 16 weight rows: 
 
 # ----- drivers ----------------------------------------------------------------------------------
 @helper
-def _epilogue(out, r0, r1, c0, c1, scale, shift, residual, kind):
-    """out[r, c0:c1] = act(out[r, c0:c1] * scale + shift) (+ residual unless it is empty), rows r0..r1."""
-    affine_activation_block(out, r0, r1, c0, c1, scale, shift, kind)
+def _add_residual(out, r0, r1, c0, c1, residual):
+    """out[r, c0:c1] += residual[r, c0:c1] for rows r0..r1, unless ``residual`` is empty."""
     if residual.shape[0]:
         for r in range(r0, r1):
             dst = out[r, c0:c1]
             res = residual[r, c0:c1]
             for j in range(c1 - c0):
                 dst[j] += res[j]
+
+
+@helper
+def _epilogue(out, r0, r1, c0, c1, scale, shift, residual, kind):
+    """out[r, c0:c1] = act(out[r, c0:c1] * scale + shift) (+ residual unless it is empty), rows r0..r1."""
+    affine_activation_block(out, r0, r1, c0, c1, scale, shift, kind)
+    _add_residual(out, r0, r1, c0, c1, residual)
+
+
+@helper
+def _tile_epilogue(out, r0, r1, c0, c1, residual, kind):
+    """What the broadcast tiles leave of `_epilogue`, rows r0..r1 by columns c0..c1: the activation
+    where it has no vector form (`activation_math.VECTOR_KINDS`), then the residual."""
+    if not activated_in_tile(kind):
+        activation_block(out, r0, r1, c0, c1, kind)
+    _add_residual(out, r0, r1, c0, c1, residual)
 
 
 @kernel
@@ -246,11 +294,12 @@ def matmul_broadcast(a, b, out, scale, shift, residual, kind, row_block, panel_g
                 if 2 * width <= nr:  # one vector: twice the rows, no half-masked second vector
                     for r in range(c0, c1, 2 * MR):
                         _broadcast_tile_narrow(a, r * k, k, b, col, n, k, out, r * n + col, n, min(2 * MR, c1 - r),
-                                               width)
+                                               width, scale, shift, col, kind)
                     continue
                 for r in range(c0, c1, MR):
-                    _broadcast_tile(a, r * k, k, b, col, n, k, out, r * n + col, n, min(MR, c1 - r), width)
-            _epilogue(out, c0, c1, p0 * nr, min(n, p1 * nr), scale, shift, residual, kind)
+                    _broadcast_tile(a, r * k, k, b, col, n, k, out, r * n + col, n, min(MR, c1 - r), width, scale,
+                                    shift, col, kind)
+            _tile_epilogue(out, c0, c1, p0 * nr, min(n, p1 * nr), residual, kind)
 
 
 @helper
@@ -328,14 +377,14 @@ def conv_dense(xp, koff, b, out, scale, shift, kind, sn, sh, sw):
         if 2 * o <= nr:
             for ox in range(0, ow, NARROW_MR):
                 _gathered_tile_narrow(xp, base + ox * sw, sw, b, 0, o, k, dst.reshape(-1), ox * o, o,
-                                      min(NARROW_MR, ow - ox), o, koff)
+                                      min(NARROW_MR, ow - ox), o, koff, scale, shift, 0, kind)
         else:
             for ox in range(0, ow, MR):
                 for p in range(panels):
                     col = p * nr
                     _gathered_tile(xp, base + ox * sw, sw, b, col, o, k, dst.reshape(-1), ox * o + col, o,
-                                   min(MR, ow - ox), min(nr, o - col), koff)
-        _epilogue(dst, zero, ow, zero, o, scale, shift, no_residual, kind)
+                                   min(MR, ow - ox), min(nr, o - col), koff, scale, shift, col, kind)
+        _tile_epilogue(dst, zero, ow, zero, o, no_residual, kind)
 
 
 @kernel

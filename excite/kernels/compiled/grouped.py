@@ -13,7 +13,8 @@ from llvmlite import ir
 from numba import prange, types
 from numba.extending import intrinsic
 
-from .gemm import MR, NARROW_MR, _columns_tile, _epilogue, _gathered_tile, _gathered_tile_half, _gathered_tile_narrow
+from .gemm import (MR, NARROW_MR, _columns_tile, _epilogue, _gathered_tile, _gathered_tile_half, _gathered_tile_narrow,
+                   _tile_epilogue)
 from .simd import VECTOR_BYTES, Vectors, as_i64, counted_loop, data_pointer, specialised
 from ..threads import kernel
 
@@ -244,19 +245,20 @@ def grouped_forward(xp, koff, b, out, scale, shift, kind, sn, sh, sw, cg):
             if 4 * og <= nr:
                 for ox in range(0, ow, NARROW_MR):
                     _gathered_tile_half(xp, base + ox * sw + g * cg, sw, flat_b, (g * k) * og, og, k, flat_dst,
-                                        ox * o + g * og, o, min(NARROW_MR, ow - ox), og, koff)
+                                        ox * o + g * og, o, min(NARROW_MR, ow - ox), og, koff, scale, shift, g * og, kind)
                 continue
             if 2 * og <= nr:
                 for ox in range(0, ow, NARROW_MR):
                     _gathered_tile_narrow(xp, base + ox * sw + g * cg, sw, flat_b, (g * k) * og, og, k, flat_dst,
-                                          ox * o + g * og, o, min(NARROW_MR, ow - ox), og, koff)
+                                          ox * o + g * og, o, min(NARROW_MR, ow - ox), og, koff, scale, shift, g * og, kind)
                 continue
             for col in range(0, og, nr):
                 width = min(nr, og - col)
                 for ox in range(0, ow, MR):
                     _gathered_tile(xp, base + ox * sw + g * cg, sw, flat_b, (g * k) * og + col, og, k, flat_dst,
-                                   ox * o + g * og + col, o, min(MR, ow - ox), width, koff)
-        _epilogue(dst, zero, ow, zero, o, scale, shift, no_residual, kind)
+                                   ox * o + g * og + col, o, min(MR, ow - ox), width, koff, scale, shift,
+                                   g * og + col, kind)
+        _tile_epilogue(dst, zero, ow, zero, o, no_residual, kind)
 
 
 @kernel

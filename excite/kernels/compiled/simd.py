@@ -207,6 +207,32 @@ def blocked_sums(builder, count, totals, body, name, block, zero):
     return counted_loop(builder, later, totals, one_block, name)
 
 
+def switch_values(builder, selector, values, cases):
+    """``cases[code](values)`` where the i64 ``selector`` equals ``code``, ``values`` unchanged for any
+    other (phi-merged): one branch per tile, not per element."""
+    if not cases:
+        return values
+    start = builder.block
+    done = builder.append_basic_block("switch.done")
+    switch = builder.switch(selector, done)
+    incoming = [(values, start)]
+    for code, body in cases.items():
+        block = builder.append_basic_block(f"switch.{code}")
+        switch.add_case(ir.Constant(selector.type, code), block)
+        builder.position_at_end(block)
+        updated = body(values)
+        incoming.append((updated, builder.block))
+        builder.branch(done)
+    builder.position_at_end(done)
+    merged = []
+    for i, value in enumerate(values):
+        phi = builder.phi(value.type)
+        for vals, block in incoming:
+            phi.add_incoming(vals[i], block)
+        merged.append(phi)
+    return merged
+
+
 def merge(builder, firsts, first_block, seconds, second_block):
     """Phi nodes: each value is ``firsts[i]`` coming from ``first_block``, ``seconds[i]`` from ``second_block``."""
     merged = []
