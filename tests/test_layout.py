@@ -26,7 +26,8 @@ LAYERS = {
 }
 LOWER = {"kernels", "errors", "_home", "dtypes", "random", "autograd", "tensor", "creation"}
 LAYERS.update({
-    "nn": LOWER,
+    # modules are plain: they reach kernels only through autograd Functions (no call-time fast paths)
+    "nn": LOWER - {"kernels"},
     "io": LOWER,
     "optim": LOWER | {"nn"},
     "data": LOWER,
@@ -124,5 +125,5 @@ def test_the_library_never_imports_torch():
                  if any((isinstance(n, ast.Import) and any(a.name.split(".")[0] == "torch" for a in n.names))
                         or (isinstance(n, ast.ImportFrom) and (n.module or "").split(".")[0] == "torch")
                         for n in ast.walk(ast.parse(path.read_text())))]
-    # the benchmark's torch peer runs in its own process, the only place torch is imported
-    assert importers == ["app.bench.torch_peer"]
+    # the benchmark's torch peer is benchmarks/torch_peer.py, outside the package
+    assert importers == []

@@ -2,6 +2,7 @@
 in nested folders, one of them corrupt, writes the same predictions as single-process `excite predict`, and
 reports the corrupt file in its row; `ExcitePredictor` on `ray.data.read_images` agrees too."""
 import faulthandler
+import signal
 
 import numpy as np
 import pytest
@@ -13,12 +14,27 @@ pq = pytest.importorskip("pyarrow.parquet")
 CLASSES = ["apple", "bus", "cat", "dog"]
 
 
-HANG_SECONDS = 300  # the whole module takes ~25 s; a Ray job that hangs ends the run with the stacks printed
+TEST_TIMEOUT = 120  # seconds per test (each takes < 20 s): a Ray job that hangs fails its test
+MODULE_TIMEOUT = 300  # the backstop for a hang that an exception cannot interrupt: the stacks printed, the run ended
+
+
+@pytest.fixture(autouse=True)
+def timeout():
+    def expire(signum, frame):
+        raise TimeoutError(f"the test ran past its {TEST_TIMEOUT} s timeout (a Ray job hung?)")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(TEST_TIMEOUT)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 @pytest.fixture(scope="module")
 def local_ray():
-    faulthandler.dump_traceback_later(HANG_SECONDS, exit=True)
+    faulthandler.dump_traceback_later(MODULE_TIMEOUT, exit=True)
     try:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
         ray.data.DataContext.get_current().enable_progress_bars = False

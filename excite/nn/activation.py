@@ -9,7 +9,7 @@ import sys
 
 from ..autograd import functions as fn
 from ..errors import InvalidArgumentError
-from ..kernels import activations
+from ..autograd.functions import activations
 from . import functional as F
 from .module import Module
 

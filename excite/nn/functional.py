@@ -4,7 +4,7 @@ from typing import Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ..autograd import functions as fn
-from ..kernels import activations
+from ..autograd.functions import activations
 from ..autograd.function import Function
 from ..errors import InvalidArgumentError, ShapeError, shape_str
 from ..random import generator

@@ -6,8 +6,8 @@ import numpy as np
 
 from ..autograd import function as _function
 from ..autograd import functions as fn
+from ..autograd.functions import output_size
 from ..errors import InvalidArgumentError
-from ..kernels.conv import output_size
 from ..random import generator
 from ._utils import pair
 from .activation import ReLU, module_record

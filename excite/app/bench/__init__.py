@@ -2,8 +2,9 @@
 onnxruntime, OpenVINO) side by side in one run, reported as ratios.
 
 `runner` drives the cases; `protocol` times engines in alternating bursts and speaks to the peer
-processes; `torch_peer` is the PyTorch side and `peers` the onnxruntime and OpenVINO sides, each
-run in a process of its own so that excite never imports torch.
+processes; `peers` is the onnxruntime and OpenVINO side, and the PyTorch side is the source tree's
+`benchmarks/torch_peer.py` (outside the package, so nothing installed with excite imports torch); each
+runs in a process of its own.
 """
 from .protocol import serve
 from .runner import main, run

@@ -104,14 +104,17 @@ def _excite_train(name, batch, size):
 # ----- torch side: `torch_peer` in its own process --------------------------------------------
 # excite never imports torch; a separate process also keeps the two thread pools from
 # competing inside one interpreter (which inflated torch's times 2-20x when interleaved).
-# run as a script, not with -m: the fresh-process cases (cold start, peak memory) must not import excite
-PEER = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_peer.py")]
+# run as a script, not with -m: the fresh-process cases (cold start, peak memory) must not import excite.
+# It lives in the source tree's benchmarks/, outside the package (nothing installed with excite imports
+# torch), so the torch columns need a source checkout; without one they are "-".
+PEER_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), *[os.pardir] * 3, "benchmarks", "torch_peer.py")
+PEER = [sys.executable, os.path.normpath(PEER_SCRIPT)]
 
 
 def torch_available():
     import importlib.util
 
-    return all(importlib.util.find_spec(m) for m in ("torch", "torchvision"))
+    return os.path.exists(PEER[1]) and all(importlib.util.find_spec(m) for m in ("torch", "torchvision"))
 
 
 def _torch_once(mode, threads):

@@ -1,4 +1,10 @@
-"""Every differentiable operation, as `Function` subclasses and thin helpers."""
+"""Every differentiable operation, as `Function` subclasses and thin helpers.
+
+The layers above (nn, graph, onnx) reach the kernels' shared facts through here: the one registry of
+activations (`activations`) and the convolution output size.
+"""
+from ...kernels import activations
+from ...kernels.conv import output_size
 from .activation import Activation, LogSoftmax, Softmax
 from .arithmetic import Abs, Add, Cast, Clamp, Clone, Div, Exp, Log, MatMul, Mul, Neg, Pow, Sqrt, Sub, matmul
 from .conv import Conv2d, Linear
