@@ -120,9 +120,11 @@ def test_weight_gradient_over_many_pixels_stays_accurate_in_float32():
 @pytest.mark.parametrize("code", [c for c in activation_math.VECTOR_KINDS if c != activations.IDENTITY])
 def test_tile_activations_equal_the_scalar_kernel_to_the_bit(code, dtype):
     """The activations the broadcast tiles apply in registers (generated from the same formulas) give the
-    elementwise kernel's results bit for bit, at the kinks, subnormals, infinities and NaN included (not -0: a
-    sum that starts from +0 is never -0)."""
-    special = [np.nan, np.inf, -np.inf, 0.0, -3.0, 3.0, 6.0, -6.0, 1e-40, -1e-40, 2.9999998, -3.0000002]
+    elementwise kernel's results bit for bit, at the kinks, exp's range limits, subnormals, infinities and NaN
+    included (not -0: a sum that starts from +0 is never -0)."""
+    special = [np.nan, np.inf, -np.inf, 0.0, -3.0, 3.0, 6.0, -6.0, 1e-40, -1e-40, 2.9999998, -3.0000002,
+               88.72283935546875, 88.7228, 88.7229, -87.33654022216797, -87.3365, -87.3366, 100.0, -100.0, -104.0,
+               709.7, -745.2]  # exp's range limits (float32 and float64)
     values = np.concatenate([special, np.random.default_rng(0).uniform(-8, 8, 400)]).astype(dtype)
     n = 16
     a = values.reshape(-1, 1)  # K = 1 and unit weights: the tile's sums are the values themselves

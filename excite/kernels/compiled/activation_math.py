@@ -147,7 +147,53 @@ def _emit(node, builder, vec, x):
             v, lo, hi = args
             v = builder.select(builder.fcmp_ordered("<", v, lo), lo, v)
             return builder.select(builder.fcmp_ordered("<", hi, v), hi, v)
+        if node.func.id == "exp" and len(args) == 1:
+            return _emit_exp(builder, vec, args[0])
     raise _NoVectorForm(ast.dump(node))
+
+
+def _intrinsic(builder, name, vec, arity):
+    """The LLVM intrinsic ``llvm.<name>`` on vectors of type ``vec``, as a function of IR values."""
+    full_name = f"llvm.{name}.v{vec.count}f{32 if isinstance(vec.element, ir.FloatType) else 64}"
+    function = builder.module.globals.get(full_name)
+    if function is None:
+        function = ir.Function(builder.module, ir.FunctionType(vec, [vec] * arity), full_name)
+    return lambda *args: builder.call(function, args)
+
+
+def _emit_exp(builder, vec, x):
+    """`scalar_math.exp` on a vector, operation for operation: Cephes' expf for float32 (so the two agree to
+    the bit), llvm.exp (the libm call the scalar float64 code makes, per lane) for float64."""
+    if not isinstance(vec.element, ir.FloatType):
+        return _intrinsic(builder, "exp", vec, 1)(x)
+    fma, floor = _intrinsic(builder, "fma", vec, 3), _intrinsic(builder, "floor", vec, 1)
+
+    def const(value):
+        return ir.Constant(vec, [float(np.float32(value))] * vec.count)
+
+    ints = ir.VectorType(ir.IntType(32), vec.count)
+
+    def int_const(value):
+        return ir.Constant(ints, [value] * vec.count)
+
+    k = floor(fma(x, const(1.44269504088896341), const(0.5)))
+    r = fma(k, const(2.12194440e-4), fma(k, const(-0.693359375), x))
+    p = const(1.9875691500e-4)
+    for c in (1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1):
+        p = fma(p, r, const(c))
+    y = builder.fadd(fma(builder.fmul(p, r), r, r), const(1.0))
+    ki = builder.fptosi(k, ints)
+    ki = builder.select(builder.icmp_signed(">", ki, int_const(-127)), ki, int_const(-127))  # max, then min
+    ki = builder.select(builder.icmp_signed("<", ki, int_const(128)), ki, int_const(128))
+    half = builder.ashr(ki, int_const(1))
+
+    def power_of_two(n):
+        return builder.bitcast(builder.shl(builder.add(n, int_const(127)), int_const(23)), vec)
+
+    y = builder.fmul(builder.fmul(y, power_of_two(half)), power_of_two(builder.sub(ki, half)))
+    y = builder.select(builder.fcmp_ordered(">", x, const(88.72283935546875)), const(np.inf), y)
+    y = builder.select(builder.fcmp_ordered("<", x, const(-87.33654022216797)), const(0.0), y)
+    return builder.select(builder.fcmp_unordered("uno", x, x), x, y)
 
 
 def _vector_codes():
