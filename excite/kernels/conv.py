@@ -26,6 +26,7 @@ from . import activation as A
 from . import buffers, pointwise
 from .activations import IDENTITY
 from .blas import matmul
+from .conv_padding import _pad, _spread_by_stride, _zero_padded
 from .layout import from_nhwc, is_channels_last, nhwc
 from .threads import LazyModule
 
@@ -257,21 +258,6 @@ def _depthwise_forward(x, w, bias, stride, padding, dilation, oh, ow, scale=None
     return from_nhwc(out)
 
 
-def _spread_by_stride(grad, size, kernel, stride, flipped_padding, dilation):
-    """[N, rows, cols, O]: ``grad`` channels-last with zeros between its pixels (the stride) and below /
-    right of them for input rows no output reads, so that a stride-1 convolution with the flipped
-    kernel and ``flipped_padding`` gives the input's ``size``; ``grad`` itself for stride 1."""
-    g = nhwc(grad)
-    if stride == (1, 1):
-        return g
-    n, oh, ow, o = g.shape
-    rows = size[0] - 2 * flipped_padding[0] + (kernel[0] - 1) * dilation[0]
-    cols = size[1] - 2 * flipped_padding[1] + (kernel[1] - 1) * dilation[1]
-    spread = buffers.zeros((n, rows, cols, o), g.dtype)
-    spread[:, :(oh - 1) * stride[0] + 1:stride[0], :(ow - 1) * stride[1] + 1:stride[1]] = g
-    return spread
-
-
 def _depthwise_backward_input(grad, x_shape, w, stride, padding, dilation):
     n, c, h, wd = x_shape
     o, _, kh, kw = w.shape
@@ -370,19 +356,6 @@ def _dense_forward(x, w, stride, padding, dilation, oh, ow):
     out = np.empty((x.shape[0], oh, ow, o), dtype=x.dtype)
     for i in range(x.shape[0]):
         matmul(_columns(xp[i], kh, kw, oh, ow, stride, dilation), wm, out=out[i].reshape(oh * ow, o))
-    return out
-
-
-def _zero_padded(x, pads):
-    """``np.pad(x, pads)`` (zeros) into a reused buffer."""
-    out = buffers.empty([s + lo + hi for s, (lo, hi) in zip(x.shape, pads)], x.dtype)
-    inner = tuple(slice(lo, lo + s) for s, (lo, _) in zip(x.shape, pads))
-    for axis, (lo, hi) in enumerate(pads):  # only the borders are zeroed
-        if lo:
-            out[(slice(None),) * axis + (slice(0, lo),)] = 0
-        if hi:
-            out[(slice(None),) * axis + (slice(out.shape[axis] - hi, None),)] = 0
-    out[inner] = x
     return out
 
 
@@ -602,12 +575,6 @@ def _packed_backward_weight(g, x, w_shape, stride, padding, dilation, lanes):
 
 
 # ----- grouped convolutions, other dtypes: NCHW im2col per group --------------------------------
-def _pad(x, ph, pw):
-    if ph == 0 and pw == 0:
-        return x
-    return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-
-
 def _windows(xp, kh, kw, oh, ow, stride, dilation):
     """View of shape [N, C, KH, KW, OH, OW] over the padded input (no copy)."""
     sn, sc, sh, sw = xp.strides
