@@ -8,7 +8,7 @@ import zlib
 import numpy as np
 import pytest
 
-from excite.kernels import activations, conv, pointwise
+from excite.kernels import activations, conv, conv_dense, pointwise
 from excite.kernels.activations import IDENTITY
 from excite.kernels.compiled import gemm, grouped
 from excite.kernels.layout import from_nhwc
@@ -138,8 +138,8 @@ def test_conv_dense(dtype, case):
     oh = conv.output_size(h, kk, stride, padding, dilation)
     ow = conv.output_size(wd, kk, stride, padding, dilation)
     b = np.ascontiguousarray(w.reshape(o, -1).T)
-    taps = conv._tap_offsets(x.shape, kk, kk, (padding, padding), (dilation, dilation), channels_last, dtype)
-    xp, (sn, sh, sw) = conv._zero_padded_input(x, (padding, padding))
+    taps = conv_dense._tap_offsets(x.shape, kk, kk, (padding, padding), (dilation, dilation), channels_last, dtype)
+    xp, (sn, sh, sw) = conv_dense._zero_padded_input(x, (padding, padding))
     for kind in KINDS[case % 3::3]:
         scale, shift = _epilogue_args(rng, o, dtype)
         o1, o2 = _both(gemm.conv_dense, tier_gemm.conv_dense, [np.empty((n, oh, ow, o), dtype)],
