@@ -15,6 +15,10 @@ Which algorithm runs depends on the convolution's kind:
 float32 / float64 take the compiled paths; other dtypes im2col + BLAS (`blas.matmul`). The first
 three return channels-last arrays (see `layout`); every kernel accepts any layout.
 
+This module is the dispatch; each kind's code is a module of its own: `conv_depthwise`, `conv_dense`
+(1x1 and other dense), `conv_grouped` (both grouped paths), with the zero-filled copies they share
+(padded inputs, gradients spread out by the stride) in `conv_padding`.
+
 `conv2d_forward` also applies an epilogue — ``act((conv + bias) * scale + shift) + residual``, batch
 norm folded into ``scale`` / ``shift`` — inside the compiled kernels where they have one (1x1
 products, the implicit dense product, depthwise rows), else in one pass after.
