@@ -21,6 +21,7 @@ import pytest
 
 from excite.kernels import activations, bounds, buffers, threads
 from excite.kernels import conv as K
+from excite.kernels import conv_dense
 from excite.kernels import pointwise
 from excite.kernels.compiled import batchnorm, channel_reduce, depthwise_cl, elementwise, gemm
 from excite.kernels.compiled.activation_math import grad_code
@@ -163,7 +164,7 @@ def test_dense_convolution_and_tap_gathering_stay_inside_their_arrays(case, dtyp
     n, c = x.shape[:2]
     o, _, kh, kw = w.shape
     oh, ow = (K.output_size(x.shape[2 + i], w.shape[2 + i], stride[i], padding[i], dilation[i]) for i in range(2))
-    xp, (sn, sh, sw), taps = K._padded_taps(x, w.shape, padding, dilation)
+    xp, (sn, sh, sw), taps = conv_dense._padded_taps(x, w.shape, padding, dilation)
     rng = _rng(o)
     scale, shift = rng.uniform(0.5, 1.5, o), rng.standard_normal(o)
     g = Guard()
@@ -398,7 +399,7 @@ def _broken_dot_tile(g):
 def _broken_gathered_tile(g):
     """A padded input a few elements short: the last taps read past it."""
     x, w, stride, padding, dilation = _dense_case("implicit_odd", np.float32)
-    xp, (sn, sh, sw), taps = K._padded_taps(x, w.shape, padding, dilation)
+    xp, (sn, sh, sw), taps = conv_dense._padded_taps(x, w.shape, padding, dilation)
     o = w.shape[0]
     out = g.nan((x.shape[0], 7, 6, o), np.float32)
     gemm.conv_dense(g.place(xp[:-3]), g.place(taps), g.place(w.reshape(o, -1).T, np.float32), out,

@@ -1,14 +1,14 @@
 """The NumPy tier's twins of the `gemm` and `grouped` kernels write what the compiled kernels write.
 
-Arguments are built the way the real callers build them (`pointwise`, `conv`); the compiled kernel and
-its twin run on separate copies of the output, which must agree to float tolerance.
+Arguments are built the way the real callers build them (`pointwise`, `conv_dense`, `conv_grouped`); the
+compiled kernel and its twin run on separate copies of the output, which must agree to float tolerance.
 """
 import zlib
 
 import numpy as np
 import pytest
 
-from excite.kernels import activations, conv, pointwise
+from excite.kernels import activations, conv, conv_dense, conv_grouped, pointwise
 from excite.kernels.activations import IDENTITY
 from excite.kernels.compiled import gemm, grouped
 from excite.kernels.layout import from_nhwc
@@ -138,8 +138,8 @@ def test_conv_dense(dtype, case):
     oh = conv.output_size(h, kk, stride, padding, dilation)
     ow = conv.output_size(wd, kk, stride, padding, dilation)
     b = np.ascontiguousarray(w.reshape(o, -1).T)
-    taps = conv._tap_offsets(x.shape, kk, kk, (padding, padding), (dilation, dilation), channels_last, dtype)
-    xp, (sn, sh, sw) = conv._zero_padded_input(x, (padding, padding))
+    taps = conv_dense._tap_offsets(x.shape, kk, kk, (padding, padding), (dilation, dilation), channels_last, dtype)
+    xp, (sn, sh, sw) = conv_dense._zero_padded_input(x, (padding, padding))
     for kind in KINDS[case % 3::3]:
         scale, shift = _epilogue_args(rng, o, dtype)
         o1, o2 = _both(gemm.conv_dense, tier_gemm.conv_dense, [np.empty((n, oh, ow, o), dtype)],
@@ -185,8 +185,8 @@ def test_grouped_forward(dtype, case):
     rng, x, w, oh, ow, stride, padding, dilation = _grouped_case(case, dtype)
     o, cg, kh, kw = w.shape
     groups = GROUPED[case][1]
-    packed, b = conv._grouped_weights(w, groups)
-    xp, (sn, sh, sw), taps = conv._group_padded_taps(x, 1 if packed else cg, kh, kw, padding, dilation)
+    packed, b = conv_grouped._grouped_weights(w, groups)
+    xp, (sn, sh, sw), taps = conv_grouped._group_padded_taps(x, 1 if packed else cg, kh, kw, padding, dilation)
     name = "grouped_forward_packed" if packed else "grouped_forward"
     for kind in KINDS[case % 3::3]:
         scale, shift = _epilogue_args(rng, o, dtype)
@@ -206,7 +206,7 @@ def test_grouped_weight_gradient(dtype, case):
     g = rng.standard_normal((n, oh, ow, o)).astype(dtype)
     lanes = grouped.VECTOR_BYTES // x.itemsize
     if og == cg and cg in grouped.PACKED_WIDTHS and lanes % cg == 0:
-        xp, (sn, sh, sw), taps = conv._group_padded_taps(x, 1, kh, kw, padding, dilation)
+        xp, (sn, sh, sw), taps = conv_grouped._group_padded_taps(x, 1, kh, kw, padding, dilation)
         blocks = -(-o // lanes)
         for chunks in {max(1, min(pointwise.GRADIENT_CHUNKS, n * oh // 4)), 3, 8}:
             p1, p2 = _both(grouped.grouped_weight_gradient_packed, tier_grouped.grouped_weight_gradient_packed,
@@ -214,7 +214,7 @@ def test_grouped_weight_gradient(dtype, case):
                            xp, taps, g.reshape(-1, o), "0", sn, stride[0] * sh, stride[1] * sw, oh, ow)
             _close(p2[0], p1[0], dtype, f"packed partial sums case {case}, {chunks} chunks")
     else:
-        xp, (sn, sh, sw), taps = conv._group_padded_taps(x, cg, kh, kw, padding, dilation)
+        xp, (sn, sh, sw), taps = conv_grouped._group_padded_taps(x, cg, kh, kw, padding, dilation)
         k = cg * kh * kw
         r1, r2 = _both(grouped.gather_group_taps, tier_grouped.gather_group_taps,
                        [np.empty((n * oh * ow, groups * k), dtype)], xp, taps, "0", sn, stride[0] * sh,
@@ -231,21 +231,21 @@ def test_grouped_weight_gradient(dtype, case):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_packed_gradient_total_is_the_weight_gradient(dtype):
-    # the twin's partial sums, summed and unpacked the way `conv._packed_backward_weight` does, are the
+    # the twin's partial sums, summed and unpacked the way `conv_grouped._packed_backward_weight` does, are the
     # gradient an im2col product gives
     rng, x, w, oh, ow, stride, padding, dilation = _grouped_case(0, dtype)
     o, width, kh, kw = w.shape
     n = x.shape[0]
     g = rng.standard_normal((n, oh, ow, o)).astype(dtype)
     lanes = grouped.VECTOR_BYTES // x.itemsize
-    xp, (sn, sh, sw), taps = conv._group_padded_taps(x, 1, kh, kw, padding, dilation)
+    xp, (sn, sh, sw), taps = conv_grouped._group_padded_taps(x, 1, kh, kw, padding, dilation)
     blocks = -(-o // lanes)
     partial = np.empty((4, blocks, kh * kw, width, lanes), dtype)
     tier_grouped.grouped_weight_gradient_packed(xp, taps, g.reshape(-1, o), partial, sn, stride[0] * sh,
                                                 stride[1] * sw, oh, ow)
     total = partial.sum(axis=0).reshape(blocks, kh * kw, width, lanes // width, width).transpose(0, 3, 2, 4, 1)
     got = total.reshape(blocks * lanes, width, kh, kw)[:o]
-    expected = conv._grouped_backward_weight(from_nhwc(g), x, w.shape, stride, padding, dilation, o // width)
+    expected = conv_grouped._grouped_backward_weight(from_nhwc(g), x, w.shape, stride, padding, dilation, o // width)
     _close(got, expected.astype(dtype), dtype, "weight gradient")
 
 
@@ -255,8 +255,8 @@ def test_twins_leave_inputs_alone_and_write_every_output():
     dtype = np.float32
     rng, x, w, oh, ow, stride, padding, dilation = _grouped_case(0, dtype)
     o, cg, kh, kw = w.shape
-    b = conv._packed_weights(w, grouped.VECTOR_BYTES // w.itemsize)  # (float32 groups of 8 run unpacked)
-    xp, (sn, sh, sw), taps = conv._group_padded_taps(x, 1, kh, kw, padding, dilation)
+    b = conv_grouped._packed_weights(w, grouped.VECTOR_BYTES // w.itemsize)  # (float32 groups of 8 run unpacked)
+    xp, (sn, sh, sw), taps = conv_grouped._group_padded_taps(x, 1, kh, kw, padding, dilation)
     before = [xp.copy(), taps.copy(), b.copy()]
     scale, shift = _epilogue_args(rng, o, dtype)
     out = np.full((x.shape[0], oh, ow, o), np.nan, dtype)

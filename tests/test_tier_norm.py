@@ -11,6 +11,7 @@ import pytest
 
 from excite.kernels import activations, numpy_tier
 from excite.kernels import conv as K
+from excite.kernels import conv_depthwise
 from excite.kernels import norm as N
 from excite.kernels.compiled import batchnorm, channel_reduce, depthwise_cl, elementwise
 from excite.kernels.compiled.activation_math import OUTPUT_DERIVATIVE
@@ -239,7 +240,7 @@ def _depthwise_case(case, dtype):
 
 
 def _depthwise_forward_args(case, dtype, kind, with_affine):
-    """The arguments `conv._depthwise_forward` / `Conv2dPlan` pass to `depthwise_forward_cl`."""
+    """The arguments `conv_depthwise._depthwise_forward` / `Conv2dPlan` pass to `depthwise_forward_cl`."""
     x, w, stride, padding, dilation, oh, ow = _depthwise_case(case, dtype)
     n, o = x.shape[0], w.shape[0]
     rng = _rng(o)
@@ -247,8 +248,8 @@ def _depthwise_forward_args(case, dtype, kind, with_affine):
     empty = np.empty(0, dtype)
     scale, shift = (rng.uniform(0.5, 1.5, o).astype(dtype), rng.standard_normal(o).astype(dtype)) if with_affine \
         else (empty, empty)
-    band = -(-oh // -(-K.DEPTHWISE_TASKS // n))
-    return [K._depthwise_input(x, o // x.shape[1]), K._taps_last(w), bias, scale, shift, kind,
+    band = -(-oh // -(-conv_depthwise.DEPTHWISE_TASKS // n))
+    return [conv_depthwise._depthwise_input(x, o // x.shape[1]), conv_depthwise._taps_last(w), bias, scale, shift, kind,
             np.empty((n, oh, ow, o), dtype), *stride, *padding, *dilation, band]
 
 
@@ -281,13 +282,13 @@ def test_depthwise_backward(case, dtype):
     n, c, h, wd = x.shape
     o, _, kh, kw = w.shape
     grad = _rng(o, oh).standard_normal((n, oh, ow, o)).astype(dtype)
-    # the scatter as `conv._depthwise_backward_input` calls it (there for strides above 2 only)
+    # the scatter as `conv_depthwise._depthwise_backward_input` calls it (there for strides above 2 only)
     agree(depthwise_cl.depthwise_backward_input_cl,
-          [grad, K._taps_last(w), np.empty((n, h, wd, o), dtype), *stride, *padding, *dilation], [2],
+          [grad, conv_depthwise._taps_last(w), np.empty((n, h, wd, o), dtype), *stride, *padding, *dilation], [2],
           _depthwise_tol(dtype, kh), f"backward input {case}")
     partial = np.full((n, kh, kw, o), np.nan)
     agree(depthwise_cl.depthwise_backward_weight_cl,
-          [grad, K._depthwise_input(x, o // c), partial, *stride, *padding, *dilation], [2],
+          [grad, conv_depthwise._depthwise_input(x, o // c), partial, *stride, *padding, *dilation], [2],
           TOL[dtype] * (10 if dtype == np.float32 else 1), f"backward weight {case}")
 
 

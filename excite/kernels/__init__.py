@@ -6,8 +6,10 @@ for the arrays in hand and calls the compiled kernels in `compiled/` (numba; loa
 - ``activations``: the one registry of elementwise activations (formulas, module, ONNX lowering);
   ``activation``: activations, their derivatives and softmax on arrays, by registry name.
 - ``conv``: 2-D convolutions (depthwise, 1x1, dense, grouped) and their gradients, with a fused
-  epilogue (bias, batch norm's affine map, activation, residual); ``pointwise``: the 1x1 products
-  behind it (and Linear); ``fused``: conv + eval batch norm + activation + residual in one call.
+  epilogue (bias, batch norm's affine map, activation, residual), over one module per kind
+  (``conv_depthwise``, ``conv_dense``, ``conv_grouped``; ``conv_padding``: the zero-filled copies
+  they share); ``pointwise``: the 1x1 products behind it (and Linear); ``fused``: conv + eval
+  batch norm + activation + residual in one call.
 - ``norm``: batch normalisation (statistics, affine map, backward) fused with an activation;
   ``se``: the Squeeze-and-Excitation block forward and backward; ``pooling``.
 - ``layout``: NCHW shapes in channels-last memory; ``buffers``: a pool of reused large outputs;
