@@ -4,104 +4,33 @@ A run is a pure function of its config: the data order of epoch ``e`` comes from
 augmentations from (seed, epoch, batch), dropout from (seed, epoch, step), the precise-BN batches from
 (seed, epoch). So a run stopped anywhere and resumed from ``last.pth`` ends with the same weights as one
 that never stopped.
+
+The loop is here (Trainer, train); its parts are beside it: train_config.py (TrainConfig), train_data.py
+(splits and batches), train_optim.py (optimizer and schedule), train_checkpoint.py (last.pth, run.json and
+resume), train_ranks.py (the ranks of a distributed run), train_stop.py (Ctrl-C, and the exceptions of a run
+that stops early).
 """
 import dataclasses
-import json
 import math
 import os
-import signal
 import sys
-import threading
 import time
-from contextlib import contextmanager
 from typing import Callable, Optional
 
 import numpy as np
 
 from ..errors import CheckpointError, ExciteError, InvalidArgumentError
 from . import defaults, finetune, metrics, precise_bn
-from .defaults import OPTIMIZERS
+from .defaults import OPTIMIZERS  # noqa: F401
 from .run_dir import (CHECKPOINT_FORMAT, DEFAULT_OUT, fresh_run_dir, latest_run, load_run_checkpoint,  # noqa: F401
                       remove_if_failed)
 from .divergence import DivergenceGuard
+from .train_checkpoint import TrainerCheckpoint
+from .train_config import DEFAULT_MODEL, TrainConfig  # noqa: F401
 from .train_data import EpochBatches, build_splits, collate_or_skip
-
-DEFAULT_MODEL = "mobilenet_v3_digits"
-
-
-@dataclasses.dataclass
-class TrainConfig:
-    """Everything that determines a run. ``None`` fields take the default for the model and data."""
-
-    model: str = None  # None: mobilenet_v3_digits, or the architecture recorded in a --weights file
-    data: str = None  # an ImageFolder root; None trains on the bundled digits
-    epochs: int = 10
-    batch_size: int = None  # None: from the training set's size (defaults.py)
-    lr: float = None  # None: from the optimizer, the batch size and whether the run fine-tunes
-    optimizer: str = "adamw"
-    weight_decay: float = None
-    image_size: int = None
-    seed: int = 0
-    workers: int = None
-    limit: int = None  # at most this many images per split (quick experiments and tests)
-    val_fraction: float = 0.1
-    label_smoothing: float = 0.1
-    weights: str = None  # fine-tune from: a registry name (DEFAULT, IMAGENET1K_V1) or a checkpoint file
-    freeze_backbone: bool = False  # train only the classifier (needs weights)
-    unfreeze_after: int = None  # with freeze_backbone: train everything from this epoch on
-    precise_bn: str = "auto"  # recompute BatchNorm statistics before each evaluation: auto, always, never
-    warmup_steps: int = None  # None: from the run's length (defaults.py)
-    strict_data: bool = False  # an unreadable image stops the run instead of being skipped
-    world_size: int = 1  # MPI ranks (--distributed): batch_size is per rank, each step averages their gradients
-
-    def resolved(self):
-        """A copy with the defaults that need no data filled in and every value checked.
-
-        The rest (batch size, lr, warm-up; image size and model from --weights) the Trainer fills in once it
-        knows the data and the pretrained weights.
-        """
-        from ..vision.models import get_model_builder
-
-        c = dataclasses.replace(self)
-        if c.model is None and not finetune.is_weights_file(c.weights):
-            c.model = DEFAULT_MODEL
-        if c.model is not None:
-            get_model_builder(c.model)  # an unknown name raises, with the close matches
-        if c.optimizer not in OPTIMIZERS:
-            raise InvalidArgumentError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {c.optimizer!r}")
-        if c.precise_bn not in precise_bn.MODES:
-            raise InvalidArgumentError(f"precise_bn must be one of {', '.join(precise_bn.MODES)}, got {c.precise_bn!r}")
-        c.workers = (0 if c.data is None else 2) if c.workers is None else int(c.workers)
-        for name, low in (("epochs", 1), ("batch_size", 1), ("world_size", 1), ("image_size", 8), ("workers", 0),
-                          ("limit", 2), ("warmup_steps", 0), ("unfreeze_after", 1)):
-            value = getattr(c, name)
-            if value is not None and (isinstance(value, bool) or int(value) != value or value < low):
-                raise InvalidArgumentError(f"{name} must be an integer >= {low}, got {value!r}")
-        if c.lr is not None and not (c.lr > 0 and math.isfinite(c.lr)):
-            raise InvalidArgumentError(f"lr must be a positive number, got {c.lr!r}")
-        if c.weight_decay is not None and not 0 <= c.weight_decay < math.inf:
-            raise InvalidArgumentError(f"weight_decay must be >= 0, got {c.weight_decay!r}")
-        finetune.check_freeze_options(c.freeze_backbone, c.unfreeze_after, c.weights, c.epochs)
-        if not 0 <= c.label_smoothing < 1:
-            raise InvalidArgumentError(f"label_smoothing must be in [0, 1), got {c.label_smoothing!r}")
-        if not 0 < c.val_fraction < 1:
-            raise InvalidArgumentError(f"val_fraction must be between 0 and 1, got {c.val_fraction!r}")
-        if c.data is not None:
-            c.data = os.path.abspath(c.data)
-        return c
-
-
-class TrainingDiverged(ExciteError):
-    """The loss became NaN/inf or exploded; the run stopped, keeping the checkpoints of the last good epoch."""
-
-
-class TrainingInterrupted(Exception):
-    """Training stopped on request (Ctrl-C) after saving ``last.pth``; ``--resume`` continues it."""
-
-    def __init__(self, checkpoint, epoch, step, steps):
-        self.checkpoint, self.epoch, self.step, self.steps = checkpoint, epoch, step, steps
-        where = f"epoch {epoch + 1}, batch {step}/{steps}" if step < steps else f"end of epoch {epoch + 1}"
-        super().__init__(f"interrupted at {where}; saved {checkpoint}")
+from .train_optim import build_optimizer, build_scheduler
+from .train_ranks import TrainerRanks, _ranks
+from .train_stop import TrainingDiverged, TrainingInterrupted, _StopRequest
 
 
 @dataclasses.dataclass
@@ -122,81 +51,8 @@ class TrainResult:
     plot: str = None  # None without matplotlib
 
 
-# ----- model, optimizer, schedule ----------------------------------------------------------------
-def build_optimizer(config, params):
-    from .. import optim
-
-    extra = OPTIMIZERS[config.optimizer][-1]
-    cls = {"sgd": optim.SGD, "rmsprop": optim.RMSprop, "adam": optim.Adam, "adamw": optim.AdamW}[config.optimizer]
-    return cls(params, lr=config.lr, weight_decay=config.weight_decay, **extra)
-
-
-def build_scheduler(optimizer, total_steps, warmup):
-    """Linear warm-up over ``warmup`` steps, then cosine decay to zero at ``total_steps``.
-
-    Stepped once per batch, so a resumed run picks up the schedule exactly where it stopped.
-    """
-    from ..optim import lr_scheduler
-
-    warmup = min(int(warmup), max(0, total_steps - 1))
-    cosine = lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps - warmup))
-    if warmup == 0:
-        return cosine
-    ramp = lr_scheduler.LinearLR(optimizer, start_factor=0.04, total_iters=warmup)
-    return lr_scheduler.SequentialLR(optimizer, [ramp, cosine], milestones=[warmup])
-
-
-# ----- Ctrl-C ----------------------------------------------------------------------------------
-def _compiling():
-    compiler = sys.modules.get("excite.kernels.compiler")  # not imported: nothing compiles
-    return compiler is not None and compiler.waiting()
-
-
-class _StopRequest:
-    """Turns the first SIGINT into a request to stop at the next safe point (between two batches).
-
-    A second Ctrl-C raises KeyboardInterrupt at once; the checkpoint on disk is then the previous
-    one, intact, because every save is atomic.
-    """
-
-    def __init__(self):
-        self.requested = False
-        self._previous = None
-
-    def _handle(self, signum, frame):
-        # no output and no imports here: the handler may run in the middle of either
-        if self.requested or _compiling():
-            raise KeyboardInterrupt  # (while kernels compile: at once, the next safe point may be a minute off)
-        self.requested = True
-
-    @contextmanager
-    def installed(self):
-        main = threading.current_thread() is threading.main_thread()
-        if main:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        try:
-            yield self
-        finally:
-            if main:
-                signal.signal(signal.SIGINT, self._previous)
-
-
-# ----- checkpoints -------------------------------------------------------------------------------
-def _rng_state_text():
-    from ..random import get_rng_state
-
-    # numpy's PCG64 state holds 128-bit ints; as text it stays plain data any unpickler reads
-    return json.dumps(get_rng_state())
-
-
-def _restore_rng(text):
-    from ..random import set_rng_state
-
-    set_rng_state(json.loads(text))
-
-
 # ----- the loop ----------------------------------------------------------------------------------
-class Trainer:
+class Trainer(TrainerCheckpoint, TrainerRanks):
     """Runs one training run; ``Trainer(config, out).run()`` or ``Trainer.resume(last_pth).run()``."""
 
     def __init__(self, config, out, log=None, progress=True, _checkpoint=None, distributed=False):
@@ -266,102 +122,6 @@ class Trainer:
         if self.world > 1:
             self._check_ranks_agree()
 
-    def _check_ranks_agree(self):
-        """Every rank runs the same configuration on the same model, starting from rank 0's weights."""
-        from .. import distributed
-
-        settings = {k: v for k, v in dataclasses.asdict(self.config).items() if k != "workers"}
-        seen = distributed._world().allgather(settings)
-        differing = sorted({k for other in seen for k in settings if other.get(k) != settings.get(k)})
-        if differing:
-            raise InvalidArgumentError(
-                "the ranks disagree on the run: " + "; ".join(
-                    f"{k}: " + ", ".join(f"rank {r} {other.get(k)!r}" for r, other in enumerate(seen))
-                    for k in differing) + "; start every rank with the same options")
-        # also refuses ranks that built different models (another --model, --weights or checkpoint)
-        distributed.broadcast_parameters(self.model)
-
-    @classmethod
-    def resume(cls, path, out=None, log=None, progress=True, workers=None, checkpoint=None, epochs=None,
-               distributed=False):
-        """Continue the run saved in ``path`` (its already loaded contents may come as ``checkpoint``).
-
-        ``epochs`` larger than the run's extends it (a finished run too): the cosine schedule is re-planned
-        for the new length and continues from the step reached.
-        """
-        ckpt = load_run_checkpoint(path) if checkpoint is None else checkpoint
-        config = TrainConfig(**{k: v for k, v in ckpt["config"].items() if k in TrainConfig.__dataclass_fields__})
-        if workers is not None:
-            config.workers = workers  # the only setting that does not change the result
-        extended = epochs is not None and epochs != config.epochs
-        if extended:
-            if epochs < config.epochs:
-                raise InvalidArgumentError(f"--resume can extend a run, not shorten it: it was planned for "
-                                           f"{config.epochs} epochs, got --epochs {epochs}")
-            config.epochs = int(epochs)
-        trainer = cls(config, out or os.path.dirname(os.path.abspath(path)), log=log, progress=progress,
-                      _checkpoint=dict(ckpt, _extended=extended), distributed=distributed)
-        return trainer
-
-    # -- state ----------------------------------------------------------------------------------
-    def meta(self):
-        c = self.config
-        return dict(model=c.model, num_classes=len(self.splits.classes), class_names=list(self.splits.classes),
-                    **self.splits.preprocessing, **({"weights": str(c.weights)} if c.weights is not None else {}))
-
-    def state(self):
-        return {
-            "format": CHECKPOINT_FORMAT,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "lr_scheduler": self.scheduler.state_dict(),
-            "epoch": self.epoch,
-            "step": self.step,
-            "epoch_totals": dict(self.totals),
-            "best_accuracy": self.best_accuracy,
-            "best_loss": self.best_loss,
-            "best_epoch": self.best_epoch,
-            "history": list(self.history),
-            "divergence": self.guard.state(),
-            "rng": _rng_state_text(),
-            "meta": self.meta(),
-            "config": dataclasses.asdict(self.config),
-        }
-
-    def _load_state(self, ckpt):
-        self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.epoch, self.step = int(ckpt["epoch"]), int(ckpt["step"])
-        if ckpt.get("_extended"):
-            # a longer run: the new schedule, advanced to where the run is (the optimizer's lr follows it)
-            for _ in range(self.epoch * self.steps_per_epoch + self.step):
-                self.scheduler.step()
-        else:
-            self.scheduler.load_state_dict(ckpt["lr_scheduler"])
-        self.totals = dict(ckpt["epoch_totals"])
-        self.best_accuracy, self.best_epoch = float(ckpt["best_accuracy"]), int(ckpt["best_epoch"])
-        self.best_loss = float(ckpt["best_loss"])
-        self.history = list(ckpt["history"])
-        if "divergence" in ckpt:
-            self.guard = DivergenceGuard(len(self.splits.classes), ckpt["divergence"])
-        _restore_rng(ckpt["rng"])
-
-    def save_last(self):
-        from ..io import save
-
-        if self.is_main:
-            save(self.state(), self.last_path)
-
-    def _write_run_json(self, extra):
-        if not self.is_main:
-            return
-        # lets `excite predict best.pth` find the architecture and preprocessing of a bare state_dict
-        info = dict(meta=self.meta(), config=dataclasses.asdict(self.config), **extra)
-        tmp = os.path.join(self.out, f".run.json.{os.getpid()}.tmp")
-        with open(tmp, "w") as f:
-            json.dump(info, f, indent=2)
-        os.replace(tmp, os.path.join(self.out, "run.json"))
-
     def _skip(self, path, reason):
         # called from loader threads; set.add is atomic
         if path not in self.skipped:
@@ -421,24 +181,6 @@ class Trainer:
             if self.is_main:
                 remove_if_failed(self.out, created)
             raise
-
-    # -- the ranks of a distributed run agree ----------------------------------------------------
-    def _sum_over_ranks(self, values):
-        """``values`` (numbers) summed over the ranks; as they are in a single process."""
-        if self.world == 1:
-            return list(values)
-        from mpi4py import MPI
-
-        from .. import distributed
-
-        array = np.array(values, dtype=np.float64)
-        distributed._world().Allreduce(MPI.IN_PLACE, array, op=MPI.SUM)
-        return array.tolist()
-
-    def _agree_to_stop(self, stop):
-        """A Ctrl-C seen by any rank stops every rank at the same batch."""
-        if self.world > 1:
-            stop.requested = self._sum_over_ranks([float(stop.requested)])[0] > 0
 
     def _run(self, stop_at):
         from ..kernels import compiler
@@ -557,53 +299,6 @@ class Trainer:
             self.log(f"epoch {self.epoch + 1}: skipped {len(self.skipped)} unreadable image(s) so far: "
                      + ", ".join(sorted(self.skipped)))
 
-    def _distributed_step(self, batch, stop, stop_at):
-        """One step of every rank on its share of the global batch; returns the images of the whole step.
-
-        The ranks exchange their loss sums and image counts first (so all agree on the logged loss, on
-        divergence, and on a step where no image could be read anywhere), then the gradients. Each rank's
-        loss is weighted by its share of the step's images, so the averaged gradient is that of the mean
-        loss over the global batch even when some images were unreadable.
-        """
-        import excite.nn.functional as F
-
-        from .. import distributed
-        from ..random import use_generator
-
-        c = self.config
-        if stop_at is not None and (self.epoch, self.step) == tuple(stop_at):
-            stop.requested = True
-        self._agree_to_stop(stop)
-        if stop.requested:
-            self._stop()
-        loss, local = None, [0.0, 0.0, 0.0]
-        with use_generator(np.random.default_rng([c.seed, 4, self.epoch, self.step, self.rank])):
-            if batch is not None:
-                images, labels = batch
-                logits = self.model(images)
-                loss = F.cross_entropy(logits, labels, label_smoothing=c.label_smoothing)
-                n = len(labels)
-                local = [float(loss.item()) * n, float((logits.data.argmax(1) == labels.data).sum()), float(n)]
-            loss_sum, correct, seen = self._sum_over_ranks(local)
-            if seen == 0:  # every image of the step unreadable on every rank: no update
-                self.step += 1
-                self.scheduler.step()
-                return 0
-            problem = self.guard.check(loss_sum / seen)
-            if problem is not None:
-                self._diverged(problem)
-            self.optimizer.zero_grad(set_to_none=True)
-            if loss is not None:
-                (loss * (local[2] * self.world / seen)).backward()
-        distributed.all_reduce_gradients(self.model)
-        self.optimizer.step()
-        self.scheduler.step()
-        self.step += 1
-        self.totals["loss"] += loss_sum
-        self.totals["correct"] += int(correct)
-        self.totals["seen"] += int(seen)
-        return int(seen)
-
     def _precise_bn(self):
         """Recompute the BatchNorm statistics when they cannot have settled (config.precise_bn); True if done."""
         c = self.config
@@ -702,16 +397,6 @@ class Trainer:
         if self.skipped:
             self.log(f"skipped {len(self.skipped)} unreadable image(s): {', '.join(sorted(self.skipped))}")
         return result
-
-
-def _ranks(distributed):
-    """(rank, world size) of this process: (0, 1) unless ``distributed`` (then excite.distributed is initialised)."""
-    if not distributed:
-        return 0, 1
-    from .. import distributed as dist
-
-    dist.init()
-    return dist.rank(), dist.world_size()
 
 
 def train(config: TrainConfig, out: str = DEFAULT_OUT, log: Optional[Callable[[str], None]] = None,

@@ -360,7 +360,7 @@ def _known_cases():
 
 
 def main(argv=None):
-    from ..cli import _integer, _Parser
+    from ..cli_base import _integer, _Parser
 
     parser = _Parser(prog="excite bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a subset that runs in under a minute")
