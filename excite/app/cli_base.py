@@ -1,6 +1,7 @@
 """The `excite` command's common parts: exit codes, the one-line-error parser, option types, shown paths."""
 import argparse
-import os
+
+from .run_dir import _shown  # noqa: F401  (the commands show paths the way the run folders do)
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -56,11 +57,6 @@ def _number(low, high=float("inf"), low_inclusive=False, high_inclusive=False):
 _positive_float = _number(0)
 _fraction = _number(0, 1, low_inclusive=True)
 _non_negative_float = _number(0, low_inclusive=True)
-
-
-def _shown(path):
-    rel = os.path.relpath(path)
-    return path if rel.startswith("..") else rel
 
 
 # ----- options of the commands that load a model (predict, info, export) ---------------------------

@@ -15,7 +15,6 @@ processes. The distributed case (`distributed`, only with ``--case`` or a full r
 MPI ranks and reports images/s and the scaling efficiency. `TRAIN_RUN_CASES` (only with ``--case``: they
 take minutes) time a whole default ``excite train`` on an empty kernel cache and on a warm one.
 """
-import argparse
 import json
 import os
 import shutil
