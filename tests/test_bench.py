@@ -141,3 +141,21 @@ def test_whole_train_runs_only_when_named_first_ever_then_warm_in_one_home(monke
     (first_home, first_listing), (warm_home, warm_listing) = homes
     assert first_home == warm_home and first_listing == [] and warm_listing == ["built"]
     assert set(runner.TRAIN_RUN_CASES) <= set(runner._known_cases())
+
+
+def test_compile_case_times_excite_compile_after_one_untimed_compile(monkeypatch):
+    """`compile_<model>_s` is the median of ``excite.compile`` alone: the first compile (and its run, which loads
+    the kernels) is not timed, every later one is, and the model is never run again."""
+    import excite as ex
+    from excite.app.bench import runner
+
+    calls = []
+
+    def fake_compile(model, x):
+        calls.append(tuple(x.shape))
+        return lambda y: calls.append("run")
+
+    monkeypatch.setattr(ex, "compile", fake_compile)
+    assert runner._compile_seconds("mobilenet_v3_small", 3) >= 0
+    assert calls == [(1, 3, 224, 224), "run", (1, 3, 224, 224), (1, 3, 224, 224), (1, 3, 224, 224)]
+    assert {f"compile_{name}_s" for name in runner.COMPILE_MODELS} <= set(runner._known_cases())

@@ -4,12 +4,12 @@
 
 Inference cases run excite compiled (`excite.compile`, the ``excite`` column) and eager, torch
 eager, torch channels-last under ``inference_mode``, torch frozen TorchScript, onnxruntime and
-OpenVINO (on torch's ONNX export); the SE and training cases excite eager and torch eager. Each
-case is warmed up in every engine, then timed in rounds in which the engines take turns (a burst
-of runs each), so a busy spell on the machine hits all engines alike; the table shows medians and
-the ratios excite/torch and excite/best peer (below 1.0 means excite is faster). Every peer runs
-in a process of its own (`protocol`), so excite never imports torch; peers are used only if
-installed. Process-level cases (import time, cold first inference, peak memory, and the first-ever
+OpenVINO (on torch's ONNX export); the SE and training cases excite eager and torch eager; the compile
+cases the time `excite.compile` itself takes (no peer). Each case is warmed up in every engine, then
+timed in rounds in which the engines take turns (a burst of runs each), so a busy spell on the machine
+hits all engines alike; the table shows medians and the ratios excite/torch and excite/best peer (below
+1.0 means excite is faster). Every peer runs in a process of its own (`protocol`), so excite never
+imports torch; peers are used only if installed. Process-level cases (import time, cold first inference, peak memory, and the first-ever
 inference and training step, with an empty kernel cache in a fresh $EXCITE_HOME) run in fresh
 processes. The distributed case (`distributed`, only with ``--case`` or a full run) trains on 1 and 2
 MPI ranks and reports images/s and the scaling efficiency. `TRAIN_RUN_CASES` (only with ``--case``: they
@@ -32,6 +32,7 @@ from .protocol import ROUNDS, Peer, bursts, interleaved
 SE_SHAPES = {"8x96x28x28": (8, 96, 28, 28), "32x240x14x14": (32, 240, 14, 14)}
 INFER_MODELS = ("mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0", "regnet_y_400mf", "regnet_y_1_6gf")
 TRAIN_MODELS = ("mobilenet_v3_small", "efficientnet_b0", "regnet_y_400mf")
+COMPILE_MODELS = ("mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0")  # excite.compile's own time
 QUICK_CASES = {"se_fwd_8x96x28x28", "se_fwdbwd_8x96x28x28", "se_fwdbwd_32x240x14x14",
                "infer_mobilenet_v3_small_b1", "infer_mobilenet_v3_small_b16", "import_s", "cold_first_inference_s"}
 
@@ -61,6 +62,23 @@ def _excite_se(shape, backward):
                 se(x)
 
     return se, run
+
+
+def _compile_seconds(name, reps):
+    """Median seconds of ``excite.compile(model, x)`` at batch 1, 224x224 (capture, passes, kernel plans), the
+    kernels already built: the first call compiles once untimed."""
+    import excite as ex
+    from excite.vision import models
+
+    model = models.get_model(name).eval()
+    x = ex.randn(1, 3, 224, 224)
+    ex.compile(model, x)(x)
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        ex.compile(model, x)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
 
 
 def _excite_infer(name, batch, size, compiled=True):
@@ -284,6 +302,11 @@ def run(quick=False, threads=None, reps=None, warmup=2, cases=None):
                     add(case, {"excite": lambda n=name, b=batch: _excite_infer(n, b, 224),
                                "excite_eager": lambda n=name, b=batch: _excite_infer(n, b, 224, compiled=False)},
                         others, case_reps=reps if batch == 1 else max(3, reps - 2))
+        for name in COMPILE_MODELS:
+            case = f"compile_{name}_s"
+            if wanted(case):
+                rows.append({"case": case, **{f"{e}_s": None for e in ENGINES}, "excite_s": _compile_seconds(name, reps)})
+                _print_row(rows[-1])
         for name in TRAIN_MODELS:
             case = f"train_{name}_b16"
             if wanted(case):
@@ -351,6 +374,7 @@ def _known_cases():
     """Every case name the benchmark can run (what --case accepts)."""
     names = [f"se_{kind}_{label}" for label in SE_SHAPES for kind in ("fwd", "fwdbwd")]
     names += [f"infer_{name}_b{batch}" for name in INFER_MODELS for batch in (1, 16)]
+    names += [f"compile_{name}_s" for name in COMPILE_MODELS]
     names += [f"train_{name}_b16" for name in TRAIN_MODELS]
     names.append(distributed.CASE)
     names += TRAIN_RUN_CASES
