@@ -23,6 +23,8 @@ This module is the dispatch; each kind's code is a module of its own: `conv_dept
 norm folded into ``scale`` / ``shift`` — inside the compiled kernels where they have one (1x1
 products, the implicit dense product, depthwise rows), else in one pass after.
 """
+import functools
+
 import numpy as np
 
 from . import activation as A
@@ -127,6 +129,23 @@ class Conv2dPlan:
             self.work_ns = n * oh * ow * o * cg * kh * kw * pointwise.NS_PER_MADD
         else:
             self.path = "dense_plain" if groups == 1 else "grouped"
+
+    def bind(self, x, out, residual=None):
+        """This plan's call on arrays that stay the same from call to call (a compiled graph's buffers), as a
+        function of no arguments with the kernel's operands made once; None where the path has no such form
+        (it is then called as usual). ``x`` and ``residual`` are channels-last, ``out`` [N, OH, OW, O]."""
+        n, o, oh, ow = self.out_shape
+        if (self.later is not None or x.dtype != self.dtype or not is_channels_last(x)
+                or (residual is not None and (residual.dtype != self.dtype or not is_channels_last(residual)))):
+            return None
+        if self.path == "pointwise" and self.stride == (1, 1):
+            rows = None if residual is None else nhwc(residual).reshape(-1, o)
+            return functools.partial(self.product, nhwc(x).reshape(-1, x.shape[1]), out.reshape(-1, o), rows)
+        if self.path == "depthwise" and residual is None and o == x.shape[1]:
+            return functools.partial(depthwise_cl.depthwise_forward_cl, nhwc(x), self.taps, self.kernel_bias,
+                                     self.kernel_scale, self.kernel_shift, self.kind, out, *self.stride,
+                                     *self.padding, *self.dilation, self.band, work_ns=self.work_ns)
+        return None
 
     def __call__(self, x, out=None, residual=None):
         n, o, oh, ow = self.out_shape

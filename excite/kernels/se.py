@@ -5,6 +5,8 @@ of torchvision's SqueezeExcitation. Forward reads x twice (pool, gate); backward
 gradient twice (the gate's gradient sums, then grad * gate + the pooled gradient / HW) instead
 of the five or six full passes the unfused graph makes.
 """
+import functools
+
 import numpy as np
 
 from . import activation as A
@@ -89,6 +91,17 @@ class SqueezeExcitationPlan:
         self.means(xv, pooled, work_ns=x.size * 0.3)
         hidden = self.fc1(pooled, np.empty((n, self.fc1.n), dtype))
         return self.fc2(hidden, np.empty((n, c), dtype))
+
+    def bind(self, x, out):
+        """The fused block's call on arrays that stay the same from call to call (a compiled graph's buffers), as
+        a function of no arguments with the views made once; None when the block is not fused."""
+        if (self.fused is None or x.dtype != self.fused[0].dtype or self.layout != "channels_last"
+                or not (is_channels_last(x) and is_channels_last(out))):
+            return None  # (the views must be views, not copies made once)
+        (xv,) = _views(self.layout, x)
+        (ov,) = _views(self.layout, out)
+        return functools.partial(channel_reduce.se_inference_cl, xv, *self.fused[:4], ov, *self.fused[4:],
+                                 work_ns=x.size * 0.6 if x.shape[0] > 1 else 0)
 
     def __call__(self, x, out=None):
         if out is None:
