@@ -142,10 +142,14 @@ class Conv2dPlan:
             rows = None if residual is None else nhwc(residual).reshape(-1, o)
             return functools.partial(self.product, nhwc(x).reshape(-1, x.shape[1]), out.reshape(-1, o), rows)
         if self.path == "depthwise" and residual is None and o == x.shape[1]:
-            return functools.partial(depthwise_cl.depthwise_forward_cl, nhwc(x), self.taps, self.kernel_bias,
-                                     self.kernel_scale, self.kernel_shift, self.kind, out, *self.stride,
-                                     *self.padding, *self.dilation, self.band, work_ns=self.work_ns)
+            return self._depthwise_call(nhwc(x), out)
         return None
+
+    def _depthwise_call(self, xc, out):
+        """The depthwise kernel's call on the channels-last input ``xc`` (channels repeated to the outputs)."""
+        return functools.partial(depthwise_cl.depthwise_forward_cl, xc, self.taps, self.kernel_bias, self.kernel_scale,
+                                 self.kernel_shift, self.kind, out, *self.stride, *self.padding, *self.dilation,
+                                 self.band, work_ns=self.work_ns)
 
     def __call__(self, x, out=None, residual=None):
         n, o, oh, ow = self.out_shape
@@ -156,10 +160,7 @@ class Conv2dPlan:
             out = buffers.empty((n, oh, ow, o), self.dtype)
         epilogue_done = residual_done = False
         if self.path == "depthwise":
-            xc = _depthwise_input(x, o // x.shape[1])
-            depthwise_cl.depthwise_forward_cl(xc, self.taps, self.kernel_bias, self.kernel_scale, self.kernel_shift,
-                                              self.kind, out, *self.stride, *self.padding, *self.dilation,
-                                              self.band, work_ns=self.work_ns)
+            self._depthwise_call(_depthwise_input(x, o // x.shape[1]), out)()
             result, epilogue_done = from_nhwc(out), True
         elif self.path == "pointwise":
             xc = _strided_pixels(x, self.stride)

@@ -98,21 +98,23 @@ class SqueezeExcitationPlan:
         if (self.fused is None or x.dtype != self.fused[0].dtype or self.layout != "channels_last"
                 or not (is_channels_last(x) and is_channels_last(out))):
             return None  # (the views must be views, not copies made once)
+        return self._fused_call(x, out)
+
+    def _fused_call(self, x, out):
         (xv,) = _views(self.layout, x)
         (ov,) = _views(self.layout, out)
+        # one task per image: a single image gains nothing from waking another thread
         return functools.partial(channel_reduce.se_inference_cl, xv, *self.fused[:4], ov, *self.fused[4:],
                                  work_ns=x.size * 0.6 if x.shape[0] > 1 else 0)
 
     def __call__(self, x, out=None):
         if out is None:
             out = _empty_like(x, self.layout)
+        if self.fused is not None:
+            self._fused_call(x, out)()
+            return out
         (xv,) = _views(self.layout, x)
         (ov,) = _views(self.layout, out)
-        if self.fused is not None:
-            # one task per image: a single image gains nothing from waking another thread
-            channel_reduce.se_inference_cl(xv, *self.fused[:4], ov, *self.fused[4:],
-                                           work_ns=x.size * 0.6 if x.shape[0] > 1 else 0)
-            return out
         self.gate(xv, self.gates(x), ov, work_ns=x.size * 0.3)
         return out
 
