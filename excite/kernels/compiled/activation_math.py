@@ -176,10 +176,10 @@ def _emit_exp(builder, vec, x):
     def int_const(value):
         return ir.Constant(ints, [value] * vec.count)
 
-    k = floor(fma(x, const(1.44269504088896341), const(0.5)))
-    r = fma(k, const(2.12194440e-4), fma(k, const(-0.693359375), x))
-    p = const(1.9875691500e-4)
-    for c in (1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1):
+    k = floor(fma(x, const(scalar_math.EXP_LOG2E), const(0.5)))
+    r = fma(k, const(scalar_math.EXP_LN2[1]), fma(k, const(scalar_math.EXP_LN2[0]), x))
+    p = const(scalar_math.EXP_POLYNOMIAL[0])
+    for c in scalar_math.EXP_POLYNOMIAL[1:]:
         p = fma(p, r, const(c))
     y = builder.fadd(fma(builder.fmul(p, r), r, r), const(1.0))
     ki = builder.fptosi(k, ints)
@@ -191,8 +191,8 @@ def _emit_exp(builder, vec, x):
         return builder.bitcast(builder.shl(builder.add(n, int_const(127)), int_const(23)), vec)
 
     y = builder.fmul(builder.fmul(y, power_of_two(half)), power_of_two(builder.sub(ki, half)))
-    y = builder.select(builder.fcmp_ordered(">", x, const(88.72283935546875)), const(np.inf), y)
-    y = builder.select(builder.fcmp_ordered("<", x, const(-87.33654022216797)), const(0.0), y)
+    y = builder.select(builder.fcmp_ordered(">", x, const(scalar_math.EXP_LIMITS[1])), const(np.inf), y)
+    y = builder.select(builder.fcmp_ordered("<", x, const(scalar_math.EXP_LIMITS[0])), const(0.0), y)
     return builder.select(builder.fcmp_unordered("uno", x, x), x, y)
 
 

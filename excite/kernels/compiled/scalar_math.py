@@ -52,6 +52,15 @@ def _power_of_two_impl(k):
     return impl
 
 
+# Cephes' expf: x = k ln2 + r (ln2 in two parts), exp(r) by a degree-6 polynomial (Horner, highest first), then
+# times 2**k; past the limits inf or 0. `activation_math` writes the same steps as vector IR from these numbers.
+EXP_LOG2E = 1.44269504088896341
+EXP_LN2 = (-0.693359375, 2.12194440e-4)
+EXP_POLYNOMIAL = (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1,
+                  5.0000001201e-1)
+EXP_LIMITS = (-87.33654022216797, 88.72283935546875)  # below: 0, above: inf
+
+
 def exp(x):
     """exp(x); vectorisable for float32."""
 
@@ -62,22 +71,22 @@ def _exp_impl(x):
         def exp32(x):
             # np.floor keeps float32 (math.floor returns an int, which would promote the rest to float64);
             # fused multiply-adds: half the operations of separate ones, and one rounding each
-            k = np.floor(fma(x, np.float32(1.44269504088896341), np.float32(0.5)))
-            r = fma(k, np.float32(2.12194440e-4), fma(k, np.float32(-0.693359375), x))
-            p = np.float32(1.9875691500e-4)
-            p = fma(p, r, np.float32(1.3981999507e-3))
-            p = fma(p, r, np.float32(8.3334519073e-3))
-            p = fma(p, r, np.float32(4.1665795894e-2))
-            p = fma(p, r, np.float32(1.6666665459e-1))
-            p = fma(p, r, np.float32(5.0000001201e-1))
+            k = np.floor(fma(x, np.float32(EXP_LOG2E), np.float32(0.5)))
+            r = fma(k, np.float32(EXP_LN2[1]), fma(k, np.float32(EXP_LN2[0]), x))
+            p = np.float32(EXP_POLYNOMIAL[0])
+            p = fma(p, r, np.float32(EXP_POLYNOMIAL[1]))
+            p = fma(p, r, np.float32(EXP_POLYNOMIAL[2]))
+            p = fma(p, r, np.float32(EXP_POLYNOMIAL[3]))
+            p = fma(p, r, np.float32(EXP_POLYNOMIAL[4]))
+            p = fma(p, r, np.float32(EXP_POLYNOMIAL[5]))
             y = fma(p * r, r, r) + np.float32(1.0)
             ki = np.int32(k)
             ki = min(max(ki, np.int32(-127)), np.int32(128))
             half = ki >> 1  # 2**k in two factors: k reaches 128 just below the overflow threshold
             y = y * _power_of_two(half) * _power_of_two(ki - half)
-            if x > np.float32(88.72283935546875):
+            if x > np.float32(EXP_LIMITS[1]):
                 y = np.float32(np.inf)
-            if x < np.float32(-87.33654022216797):
+            if x < np.float32(EXP_LIMITS[0]):
                 y = np.float32(0.0)
             if x != x:
                 y = x
