@@ -6,6 +6,7 @@ import pytest
 
 from excite.kernels import pointwise
 from excite.kernels.compiled import activation_math, elementwise, gemm
+from excite.kernels.numpy_tier import gemm as tier_gemm
 from excite.kernels import activations
 from oracle import REFERENCE_ACTIVATIONS, assert_close
 
@@ -41,6 +42,26 @@ def _dot(a, w, scale, shift, residual, kind, row_block, col_group):
     out = np.empty((a.shape[0], w.shape[0]), a.dtype)
     gemm.matmul_dot(a, w, out, scale, shift, residual, kind, row_block, col_group)
     return out
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("m", [1, 3, 9])
+def test_dot_kernel_weight_rows_padded_apart_give_the_same_bits(m, dtype):
+    """Weight rows 2 KB (or a multiple) apart are padded by a cache line for the dot kernel (`pointwise`); the
+    padding is never read: the product equals the reference and, bit for bit, the kernel on the unpadded rows."""
+    k = pointwise.ALIASED_ROW_BYTES // np.dtype(dtype).itemsize
+    a, w, scale, shift, residual = _operands(m, k, 37, dtype, seed=2)
+    operand = pointwise._dot_operand(w)
+    assert operand.shape == (37, k + pointwise.ROW_PADDING_BYTES // np.dtype(dtype).itemsize)
+    operand[:, k:] = np.nan  # never read
+    kind = activations.code("relu")
+    padded = _dot(a, operand, scale, shift, residual, kind, m, 16)
+    np.testing.assert_array_equal(padded, _dot(a, w, scale, shift, residual, kind, m, 16))
+    assert_close(padded, _expected(a, w, scale, shift, "relu", residual), "padded rows", **TOL[dtype])
+    twin = np.empty_like(padded)  # the kernel's NumPy twin (tiered execution) reads the same operand
+    tier_gemm.matmul_dot(a, operand, twin, scale, shift, residual, kind, m, 16)
+    assert_close(twin, padded, "padded rows, NumPy twin", **TOL[dtype])
+    assert pointwise._dot_operand(w[:, :k - 1].copy()).shape == (37, k - 1)  # other lengths stay as they are
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])

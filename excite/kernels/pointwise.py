@@ -78,7 +78,7 @@ class Pointwise:
             self.blocks = _broadcast_blocks(m, n, dtype)
             self.kernel = gemm.matmul_broadcast
         else:
-            self.operand = w
+            self.operand = _dot_operand(w)
             self.blocks = (m, -(-(-(-n // tasks)) // gemm.DOT) * gemm.DOT)
             self.kernel = gemm.matmul_dot
 
@@ -93,6 +93,22 @@ class Pointwise:
         self.kernel(a, self.operand, out, self.scale, self.shift, self.no_residual if residual is None else residual,
                     self.kind, *self.blocks, work_ns=self.work_ns)
         return out
+
+
+ALIASED_ROW_BYTES = 2048  # weight rows this many bytes apart (or a multiple) share L1 cache sets
+ROW_PADDING_BYTES = 64
+
+
+def _dot_operand(w):
+    """The dot kernel's [N, K] weight, its rows padded by a cache line when they would start a multiple of
+    ALIASED_ROW_BYTES apart: the tile reads 16 rows side by side, and rows 4 KB apart all map to one L1
+    set (1x1024x1000 at batch 1, 1 thread: 138 us, 1x1000x1000 81 us)."""
+    n, k = w.shape
+    if (k * w.itemsize) % ALIASED_ROW_BYTES:
+        return w
+    padded = np.zeros((n, k + ROW_PADDING_BYTES // w.itemsize), w.dtype)
+    padded[:, :k] = w
+    return padded
 
 
 def _broadcast_blocks(m, n, dtype):

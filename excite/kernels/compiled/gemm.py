@@ -306,10 +306,13 @@ def matmul_broadcast(a, b, out, scale, shift, residual, kind, row_block, panel_g
 def dot_block(a, w, out, scale, shift, residual, kind, r0, r1, n0, n1):
     """Rows r0..r1 by columns n0..n1 of ``out = act(a @ w.T * scale + shift) + residual`` (serial).
 
-    Blocks of DOT rows or more use DOT x DOT tiles; fewer rows, one row by 16 columns at a time.
+    Blocks of DOT rows or more use DOT x DOT tiles; fewer rows, one row by 16 columns at a time. ``w``'s
+    rows may be longer than K (`pointwise` pads them so they do not start 2 or 4 KB apart); the padding
+    is never read.
     """
     k = a.shape[1]
     n = w.shape[0]
+    ldw = w.shape[1]
     tile_rows, tile_cols = DOT, DOT
     if r1 - r0 < DOT:
         tile_rows, tile_cols = 1, DOT * DOT
@@ -320,19 +323,19 @@ def dot_block(a, w, out, scale, shift, residual, kind, r0, r1, n0, n1):
     last_rows = r1 - (r1 - r0) % tile_rows
     rows_pad[:r1 - last_rows] = a[last_rows:r1]
     last_cols = n1 - (n1 - n0) % tile_cols
-    cols_pad[:n1 - last_cols] = w[last_cols:n1]
+    cols_pad[:n1 - last_cols] = w[last_cols:n1, :k]
     for c in range(n0, n1, tile_cols):
         width = min(tile_cols, n1 - c)
-        cols, cols_off = (w, c * k) if width == tile_cols else (cols_pad, 0)
+        cols, cols_off, ld = (w, c * ldw, ldw) if width == tile_cols else (cols_pad, 0, k)
         for r in range(r0, r1, tile_rows):
             count = min(tile_rows, r1 - r)
             rows, rows_off = (a, r * k) if count == tile_rows else (rows_pad, 0)
             full = count == tile_rows and width == tile_cols
             dst, dst_off, ldc = (out, r * n + c, n) if full else (tile, 0, tile_cols)
             if tile_rows == DOT:
-                _dot_tile(rows, rows_off, k, cols, cols_off, k, k, dst, dst_off, ldc)
+                _dot_tile(rows, rows_off, k, cols, cols_off, ld, k, dst, dst_off, ldc)
             else:
-                _dot_row(rows, rows_off, k, cols, cols_off, k, k, dst, dst_off, ldc)
+                _dot_row(rows, rows_off, k, cols, cols_off, ld, k, dst, dst_off, ldc)
             if not full:
                 out[r:r + count, c:c + width] = tile[:count, :width]
     _epilogue(out, r0, r1, n0, n1, scale, shift, residual, kind)
@@ -340,7 +343,8 @@ def dot_block(a, w, out, scale, shift, residual, kind, r0, r1, n0, n1):
 
 @kernel
 def matmul_dot(a, w, out, scale, shift, residual, kind, row_block, col_group):
-    """``out = act(a @ w.T * scale + shift) + residual`` with the dot tile; ``w`` [N, K] as stored.
+    """``out = act(a @ w.T * scale + shift) + residual`` with the dot tile; ``w`` [N, K] as stored (or
+    [N, K + padding]: ``w[:, :K]`` is read).
 
     Tasks are blocks of ``row_block`` rows by groups of ``col_group`` columns (a multiple of DOT).
     """

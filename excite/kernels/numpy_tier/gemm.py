@@ -163,8 +163,8 @@ def matmul_broadcast(a, b, out, scale, shift, residual, kind, row_block, panel_g
 
 
 def matmul_dot(a, w, out, scale, shift, residual, kind, row_block, col_group):
-    """``out = act(a @ w.T * scale + shift) + residual`` for ``w`` [N, K]."""
-    matmul(a, w.T, out=out)
+    """``out = act(a @ w.T * scale + shift) + residual`` for ``w`` [N, K] (or longer rows: ``w[:, :K]``)."""
+    matmul(a, w[:, :a.shape[1]].T, out=out)
     _epilogue(out, scale, shift, residual, kind)
 
 
