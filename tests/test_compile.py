@@ -101,8 +101,8 @@ def test_the_compiled_graph_is_fused():
 
 def test_steps_on_planned_buffers_run_bound_and_give_the_same_bits():
     """A step whose arrays are all planned buffers or constants runs as a call with its operands bound once per
-    thread (pointwise, depthwise and fused SE on MobileNetV3-Small: all but the stem, which reads the input, and
-    the head); the bound calls write what the plain steps write, bit for bit."""
+    thread (on MobileNetV3-Small every step but the stem, which reads the input; the flatten before the classifier
+    becomes a view made once); the bound calls write what the plain steps write, bit for bit."""
     model = _random_statistics(exm.mobilenet_v3_small()).eval()
     x = np.random.default_rng(4).standard_normal((2, 3, 64, 64)).astype(np.float32)
     compiled = ex.compile(model, x)
@@ -110,8 +110,8 @@ def test_steps_on_planned_buffers_run_bound_and_give_the_same_bits():
     env, calls = plan._workspace()
     unbound = {type(step).__name__ + (":" + step.plan.path if getattr(step, "plan", None) is not None else "")
                for step, call in zip(plan.steps, calls) if call is None}
-    assert sum(call is not None for call in calls) == 42
-    assert unbound == {"_ConvStep:dense", "_PoolStep", "_ReshapeStep", "_LinearStep"}
+    assert sum(call is not None for call in calls) == len(calls) - 1
+    assert unbound == {"_ConvStep:dense"}
     bound = compiled(x).numpy()
     plan._local.workspace = (env, [None] * len(calls))  # every step the plain way, on the same buffers
     np.testing.assert_array_equal(compiled(x).numpy(), bound)

@@ -13,6 +13,7 @@ call alone (about 4.5 us less Python per step).
 A compiled model is a snapshot: it reads the weights when it is built (and `refresh` reads them
 again); later changes to the module do not reach it.
 """
+import functools
 import threading
 from typing import Callable, Optional, Sequence
 
@@ -310,6 +311,18 @@ class _PoolStep(_Step):
             self.pixels = (x.shape[0], h * w, x.shape[1])
             self.work_ns = int(np.prod(x.shape)) * 0.3
 
+    def bind(self, env, fixed):
+        if not (self.global_mean and self._bindable(fixed)):
+            return None
+        from ..kernels.pooling import channel_reduce
+
+        x, out = env[self.args[0]], env[self.out]
+        pixels = x.transpose(0, 2, 3, 1).reshape(self.pixels)
+        if not np.shares_memory(pixels, x):
+            return None
+        return functools.partial(channel_reduce.channel_means, pixels, out.reshape(out.shape[:2]),
+                                 work_ns=self.work_ns)
+
     def __call__(self, env):
         x = env[self.args[0]]
         if self.global_mean:
@@ -333,6 +346,11 @@ class _LinearStep(_Step):
             self.buffer = "rows"
         else:
             self.w, self.b = w.data, None if b is None else b.data
+
+    def bind(self, env, fixed):
+        if self.product is None or not self._bindable(fixed) or not env[self.args[0]].flags.c_contiguous:
+            return None
+        return functools.partial(self.product, env[self.args[0]], env[self.out])
 
     def __call__(self, env):
         x = env[self.args[0]]
@@ -395,8 +413,25 @@ class _ReshapeStep(_Step):
         super().__init__(node, index, channels_last)
         self.shape = node.attrs["shape"]
 
+    def bind(self, env, fixed):
+        """A reshape of a fixed array that is a view of it is made once: the workspace keeps the view (it
+        becomes fixed for the steps after) and the step does nothing."""
+        source = env[self.args[0]]
+        if self.args[0] not in fixed:
+            return None
+        view = np.reshape(source, self.shape)
+        if not np.shares_memory(view, source):
+            return None
+        env[self.out] = view
+        fixed.add(self.out)
+        return _nothing
+
     def __call__(self, env):
         env[self.out] = np.reshape(env[self.args[0]], self.shape)
+
+
+def _nothing():
+    pass
 
 
 class _FunctionStep(_Step):
