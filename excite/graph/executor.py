@@ -32,6 +32,7 @@ from ..tensor import Tensor
 from .capture import capture
 from .passes import optimize
 from .passes.memory import plan_memory
+from .schedule import rebatched, sub_batches
 
 
 class CompiledModel:
@@ -54,7 +55,7 @@ class CompiledModel:
         self.ndim = x.ndim
         self.channels = x.shape[1] if x.ndim >= 2 else None
         self.passes = passes
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # (a plan's sub-batch plans are made while it is held)
         self._plans = {}
         self.refresh(shapes=[x.shape])
 
@@ -85,15 +86,19 @@ class CompiledModel:
         with self._lock:
             plan = self._plans.get(shape)
             if plan is None:
-                example = np.zeros(shape, self.dtype)
-                capture_target = getattr(self.module, "_graph_capture", None)
-                graph = capture_target(example) if capture_target is not None else capture(self.module, example)
-                for key, value in graph.parameters.items():
-                    snap = self._snapshot.get(key)
-                    if snap is not None and snap.shape == value.shape:
-                        value.data = snap
-                plan = self._plans[shape] = _Plan(optimize(graph) if self.passes is None else _run(graph, self.passes))
+                plan = self._plans[shape] = _Plan(self._graph_for(shape), split=True)
         return plan
+
+    def _graph_for(self, shape):
+        """The module captured on an input of ``shape``, with the snapshot's weights, optimised."""
+        example = np.zeros(shape, self.dtype)
+        capture_target = getattr(self.module, "_graph_capture", None)
+        graph = capture_target(example) if capture_target is not None else capture(self.module, example)
+        for key, value in graph.parameters.items():
+            snap = self._snapshot.get(key)
+            if snap is not None and snap.shape == value.shape:
+                value.data = snap
+        return optimize(graph) if self.passes is None else _run(graph, self.passes)
 
     def __call__(self, input):
         x = _array(input, "input")
@@ -143,9 +148,15 @@ def _array(value, what):
 
 # ----- the plan: steps and buffers --------------------------------------------------------------------
 class _Plan:
-    """The steps of one optimised graph and the buffers they write into (one set per thread)."""
+    """The steps of one optimised graph and the buffers they write into (one set per thread).
 
-    def __init__(self, graph):
+    With ``split`` a batched plan runs the stretches `schedule.sub_batches` picks a few images at a time,
+    each through a plan of the graph rebatched to that size (`_SubBatches`); it makes steps only for the
+    nodes it runs itself. ``runs`` limits a plan to the nodes in those index ranges (a sub-batch plan's
+    share).
+    """
+
+    def __init__(self, graph, split=False, runs=None):
         self.graph = graph
         self.index = {}
         for v in graph.inputs:
@@ -158,18 +169,30 @@ class _Plan:
         for v in graph.outputs:
             self._slot(v)
         self.constants = {self.index[v]: v.data for v in self.index if v.kind in ("parameter", "constant")}
+        self.segments = _SubBatches.segments(graph) if split else [(0, len(graph.nodes), None)]
+        if runs is None:  # this plan runs the whole-batch segments, and holds what the others hand over
+            runs = [(a, b) for a, b, sub in self.segments if sub is None]
+            handed = {graph.nodes[a - 1].output for a, _, _ in self.segments if a > 0}
+            handed |= {v for v in graph.outputs if v.producer is not None}
+        else:  # a sub-batch plan: it is handed the value before each of its stretches
+            handed = {graph.nodes[a - 1].output for a, _ in runs if a > 0}
+        self.runs = {i for a, b in runs for i in range(a, b)}
         channels_last = set()
         self.steps = []
-        buffered = {}
-        for node in graph.nodes:
-            step = _make_step(node, self.index, channels_last)
+        self.buffered = {}
+        for i, node in enumerate(graph.nodes):
+            step = _make_step(node, self.index, channels_last) if i in self.runs else None
             self.steps.append(step)
-            if step.buffer is not None:
-                buffered[node.output] = step.buffer
-                if step.buffer == "nhwc":
+            kind = step.buffer if step is not None else None
+            if step is None and node.output in handed:  # made by another plan: copied into a buffer here
+                kind = "nhwc" if len(node.output.shape) == 4 else "rows"
+            if kind is not None:
+                self.buffered[node.output] = kind
+                if kind == "nhwc":
                     channels_last.add(node.output)
-        self.memory = plan_memory(graph, set(buffered))
-        self.buffered = buffered
+        # a stretch run in sub-batches reads its input's buffer until its last node has written its output
+        keep = {graph.nodes[a - 1].output: b - 1 for a, b, sub in self.segments if sub is not None and a > 0}
+        self.memory = plan_memory(graph, set(self.buffered), keep)
         self.inputs = [self.index[v] for v in graph.inputs]
         self.outputs = [self.index[v] for v in graph.outputs]
         self._local = threading.local()
@@ -190,7 +213,8 @@ class _Plan:
             for value, kind in self.buffered.items():
                 env[self.index[value]] = _view(slots[self.memory.slot_of[value]], value, kind)
             fixed = set(self.constants) | {self.index[value] for value in self.buffered}
-            workspace = self._local.workspace = (env, [step.bind(env, fixed) for step in self.steps])
+            calls = [step.bind(env, fixed) if i in self.runs else None for i, step in enumerate(self.steps)]
+            workspace = self._local.workspace = (env, calls)
         return workspace
 
     def run(self, *inputs):
@@ -198,12 +222,58 @@ class _Plan:
         env = list(env)
         for i, x in zip(self.inputs, inputs):
             env[i] = x
-        for step, call in zip(self.steps, calls):
+        for start, stop, sub in self.segments:
+            if sub is None:
+                self.run_steps(env, calls, start, stop)
+            else:
+                sub.run(self, env, start, stop)
+        return [np.array(env[i], copy=True) for i in self.outputs]
+
+    def run_steps(self, env, calls, start, stop):
+        for step, call in zip(self.steps[start:stop], calls[start:stop]):
             if call is None:
                 step(env)
             else:
                 call()  # its output is already where env points: the planned buffer
-        return [np.array(env[i], copy=True) for i in self.outputs]
+
+
+class _SubBatches:
+    """A stretch of a batched plan run a few images at a time through a plan of the graph captured at
+    that batch size: its input sliced in, its results copied into the batched plan's buffers."""
+
+    def __init__(self, plan, size):
+        self.plan, self.size = plan, size
+
+    @staticmethod
+    def segments(graph):
+        """`schedule.sub_batches`' segments, each sub-batch one with its `_SubBatches` (one plan per size)."""
+        segments = sub_batches(graph)
+        subs = {}
+        for size in sorted({size for _, _, size in segments if size is not None}):
+            runs = [(a, b) for a, b, s in segments if s == size]
+            subs[size] = _SubBatches(_Plan(rebatched(graph, size), runs=runs), size)
+        return [(a, b, None if size is None else subs[size]) for a, b, size in segments]
+
+    def run(self, parent, env, start, stop):
+        plan, size = self.plan, self.size
+        nodes = plan.graph.nodes
+        sub_env, calls = plan._workspace()
+        sub_env = list(sub_env)
+        made = parent.graph.nodes[start:stop]
+        out = [(parent.index[n.output], plan.index[nodes[start + k].output]) for k, n in enumerate(made)
+               if n.output in parent.buffered]
+        if start > 0:
+            source = parent.index[parent.graph.nodes[start - 1].output]
+            target = plan.index[nodes[start - 1].output]
+        for first in range(0, parent.graph.inputs[0].shape[0], size):
+            images = slice(first, first + size)
+            if start == 0:
+                sub_env[plan.inputs[0]] = env[parent.inputs[0]][images]
+            else:
+                sub_env[target][...] = env[source][images]
+            plan.run_steps(sub_env, calls, start, stop)
+            for p, q in out:
+                env[p][images] = sub_env[q]
 
 
 def _view(slot, value, kind):

@@ -29,15 +29,16 @@ def nbytes(value):
 VIEW_OPS = ("reshape", "function")  # ops whose result may be a view of an input's memory
 
 
-def plan_memory(graph, wanted):
+def plan_memory(graph, wanted, keep=None):
     """A `MemoryPlan` for the node outputs in ``wanted`` (values the executor writes into buffers it
     owns); a value's buffer is never one that an input of the same node still occupies, and a value
-    another may be a view of (`VIEW_OPS`) lives as long as that view."""
-    last_read = {}
+    another may be a view of (`VIEW_OPS`) lives as long as that view. ``keep`` maps values to a node
+    index they must live through even if nothing reads them there."""
+    last_read = dict(keep or {})
     for i, node in enumerate(graph.nodes):
         for v in node.inputs:
             if hasattr(v, "producer"):
-                last_read[v] = i
+                last_read[v] = max(i, last_read.get(v, i))
     for v in graph.outputs:
         last_read[v] = len(graph.nodes)
     for node in reversed(graph.nodes):  # a view's reads are reads of the memory it views
