@@ -32,7 +32,7 @@ from ..tensor import Tensor
 from .capture import capture
 from .passes import optimize
 from .passes.memory import plan_memory
-from .schedule import rebatched, sub_batches
+from .schedule import crossing, rebatched, sub_batches
 
 
 class CompiledModel:
@@ -156,7 +156,7 @@ class _Plan:
     share).
     """
 
-    def __init__(self, graph, split=False, runs=None):
+    def __init__(self, graph, split=False, runs=None, handed=()):
         self.graph = graph
         self.index = {}
         for v in graph.inputs:
@@ -170,12 +170,16 @@ class _Plan:
             self._slot(v)
         self.constants = {self.index[v]: v.data for v in self.index if v.kind in ("parameter", "constant")}
         self.segments = _SubBatches.segments(graph) if split else [(0, len(graph.nodes), None)]
+        keep = {}
         if runs is None:  # this plan runs the whole-batch segments, and holds what the others hand over
             runs = [(a, b) for a, b, sub in self.segments if sub is None]
-            handed = {graph.nodes[a - 1].output for a, _, _ in self.segments if a > 0}
-            handed |= {v for v in graph.outputs if v.producer is not None}
-        else:  # a sub-batch plan: it is handed the value before each of its stretches
-            handed = {graph.nodes[a - 1].output for a, _ in runs if a > 0}
+            handed = [k for _, _, sub in self.segments if sub is not None for k in sub.outs]
+            # a stretch run in sub-batches reads its inputs until its last node has written its outputs
+            for a, b, sub in self.segments:
+                for k in sub.ins if sub is not None else ():
+                    if k >= 0:
+                        keep[self.value(k)] = max(b - 1, keep.get(self.value(k), b - 1))
+        handed = {self.value(k) for k in handed if k >= 0}
         self.runs = {i for a, b in runs for i in range(a, b)}
         channels_last = set()
         self.steps = []
@@ -190,12 +194,14 @@ class _Plan:
                 self.buffered[node.output] = kind
                 if kind == "nhwc":
                     channels_last.add(node.output)
-        # a stretch run in sub-batches reads its input's buffer until its last node has written its output
-        keep = {graph.nodes[a - 1].output: b - 1 for a, b, sub in self.segments if sub is not None and a > 0}
         self.memory = plan_memory(graph, set(self.buffered), keep)
         self.inputs = [self.index[v] for v in graph.inputs]
         self.outputs = [self.index[v] for v in graph.outputs]
         self._local = threading.local()
+
+    def value(self, position):
+        """The graph's input (position -1) or the output of the node at ``position``."""
+        return self.graph.inputs[0] if position < 0 else self.graph.nodes[position].output
 
     def _slot(self, value):
         if value not in self.index:
@@ -238,41 +244,44 @@ class _Plan:
 
 
 class _SubBatches:
-    """A stretch of a batched plan run a few images at a time through a plan of the graph captured at
-    that batch size: its input sliced in, its results copied into the batched plan's buffers."""
+    """A stretch of a batched plan run a few images at a time through a plan of the graph rebatched to
+    that size: the values it reads (``ins``) sliced in, the values it makes that are read after it or
+    returned (``outs``) copied into the batched plan's buffers; both as positions (`_Plan.value`)."""
 
-    def __init__(self, plan, size):
-        self.plan, self.size = plan, size
+    def __init__(self, plan, size, ins, outs):
+        self.plan, self.size, self.ins, self.outs = plan, size, ins, outs
 
     @staticmethod
     def segments(graph):
         """`schedule.sub_batches`' segments, each sub-batch one with its `_SubBatches` (one plan per size)."""
         segments = sub_batches(graph)
-        subs = {}
+        position = {node.output: i for i, node in enumerate(graph.nodes)}
+        crossings = {(a, b): [[position.get(v, -1) for v in values] for values in crossing(graph, a, b)]
+                     for a, b, size in segments if size is not None}
+        plans = {}
         for size in sorted({size for _, _, size in segments if size is not None}):
             runs = [(a, b) for a, b, s in segments if s == size]
-            subs[size] = _SubBatches(_Plan(rebatched(graph, size), runs=runs), size)
-        return [(a, b, None if size is None else subs[size]) for a, b, size in segments]
+            handed = [k for a, b in runs for k in crossings[a, b][0]]
+            plans[size] = _Plan(rebatched(graph, size), runs=runs, handed=handed)
+        return [(a, b, None if size is None else _SubBatches(plans[size], size, *crossings[a, b]))
+                for a, b, size in segments]
 
     def run(self, parent, env, start, stop):
-        plan, size = self.plan, self.size
-        nodes = plan.graph.nodes
+        plan = self.plan
         sub_env, calls = plan._workspace()
         sub_env = list(sub_env)
-        made = parent.graph.nodes[start:stop]
-        out = [(parent.index[n.output], plan.index[nodes[start + k].output]) for k, n in enumerate(made)
-               if n.output in parent.buffered]
-        if start > 0:
-            source = parent.index[parent.graph.nodes[start - 1].output]
-            target = plan.index[nodes[start - 1].output]
-        for first in range(0, parent.graph.inputs[0].shape[0], size):
-            images = slice(first, first + size)
-            if start == 0:
-                sub_env[plan.inputs[0]] = env[parent.inputs[0]][images]
-            else:
-                sub_env[target][...] = env[source][images]
+        ins = [(parent.index[parent.value(k)], plan.index[plan.value(k)], plan.value(k) in plan.buffered)
+               for k in self.ins]
+        outs = [(parent.index[parent.value(k)], plan.index[plan.value(k)]) for k in self.outs]
+        for first in range(0, parent.graph.inputs[0].shape[0], self.size):
+            images = slice(first, first + self.size)
+            for p, q, buffered in ins:
+                if buffered:  # the steps are bound to this buffer: fill it
+                    sub_env[q][...] = env[p][images]
+                else:
+                    sub_env[q] = env[p][images]
             plan.run_steps(sub_env, calls, start, stop)
-            for p, q in out:
+            for p, q in outs:
                 env[p][images] = sub_env[q]
 
 

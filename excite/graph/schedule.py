@@ -7,9 +7,11 @@ Late layers, whose images are small, gain from the whole batch (longer products 
 
 `sub_batches` cuts the graph into segments ``(start, stop, size)``: the nodes ``start..stop-1`` run
 ``size`` images at a time. A node's size is the largest divisor of the batch whose arrays (inputs and
-output of that many images) fit in ``budget`` bytes; the sizes never shrink along a stretch, and a cut
-falls only where one value crosses it (so a segment hands the next one array). Only ops that treat
-every image on its own (`PER_IMAGE`) run in sub-batches; any other node runs the whole batch.
+output of that many images) fit in ``budget`` bytes, and sizes never shrink along a stretch. Where
+the size grows, the cut moves later, up to the next change, to where the fewest bytes cross it (the
+values a segment is handed and hands on are copied, so a cut after a block's projection is cheaper
+than one inside the block). Only ops that treat every image on its own (`PER_IMAGE`) run in
+sub-batches; any other node runs the whole batch.
 """
 import dataclasses
 
@@ -36,14 +38,31 @@ def sub_batches(graph, budget=None):
     for i in range(len(sizes) - 2, -1, -1):  # sizes never shrink along a stretch of per-image nodes
         if per_image[i] and per_image[i + 1]:
             sizes[i] = min(sizes[i], sizes[i + 1])
-    crossing = _crossing_counts(graph)
+    cost = crossing_bytes(graph)
+    cuts = {0, len(nodes)}
+    i = 1
+    while i < len(nodes):
+        if sizes[i] == sizes[i - 1]:
+            i += 1
+            continue
+        if not (per_image[i - 1] and per_image[i]):  # a stretch ends or starts: cut exactly here
+            cuts.add(i)
+            i += 1
+            continue
+        end = next((k for k in range(i + 1, len(nodes)) if sizes[k] != sizes[i] or not per_image[k]), len(nodes))
+        cut = min(range(i, end), key=lambda k: (cost[k], k))
+        sizes[i:cut] = [sizes[i - 1]] * (cut - i)  # (the nodes before the cut run at the smaller size)
+        cuts.add(cut)
+        i = end
+    bounds = sorted(cuts)
     segments = []
-    for i, size in enumerate(sizes):
-        if segments and (segments[-1][2] == size or crossing[i] != 1):
-            segments[-1][1] = i + 1
+    for start, stop in zip(bounds, bounds[1:]):
+        size = None if sizes[start] == batch else sizes[start]
+        if segments and segments[-1][2] == size:
+            segments[-1][1] = stop
         else:
-            segments.append([i, i + 1, size])
-    return [(start, stop, None if size == batch else size) for start, stop, size in segments]
+            segments.append([start, stop, size])
+    return [tuple(segment) for segment in segments]
 
 
 def _size(node, batch, budget):
@@ -71,26 +90,41 @@ def _per_image(node, batch):
     return True
 
 
-def _crossing_counts(graph):
-    """For each node index i: how many values made before node i (the input included) are read at or
-    after it, or are graph outputs."""
+def reads(node):
+    """The values ``node`` reads: its inputs, and values among its attributes."""
+    return [v for v in (*node.inputs, *node.attrs.values()) if isinstance(v, Value)]
+
+
+def crossing(graph, start, stop):
+    """(values made before node ``start``, the input included, that nodes ``start..stop-1`` read; values
+    those nodes make that a later node reads or the graph returns): a segment's ins and outs."""
+    inside = graph.nodes[start:stop]
+    made_before = set(graph.inputs) | {node.output for node in graph.nodes[:start]}
+    ins = list(dict.fromkeys(v for node in inside for v in reads(node) if v in made_before))
+    read_after = {v for node in graph.nodes[stop:] for v in reads(node)} | set(graph.outputs)
+    outs = [node.output for node in inside if node.output in read_after]
+    return ins, outs
+
+
+def crossing_bytes(graph):
+    """For each node index i: the bytes of the values made before node i (the input included) that are
+    read at or after it, or returned."""
     nodes = graph.nodes
-    last = {v: -1 for v in graph.inputs}
-    for i, node in enumerate(nodes):
-        last.setdefault(node.output, i)
-        for v in node.inputs:
-            if v in last:
-                last[v] = max(last[v], i)
-    for v in graph.outputs:
-        if v in last:
-            last[v] = len(nodes)
     made = {v: -1 for v in graph.inputs}
     made.update({node.output: i for i, node in enumerate(nodes)})
-    counts = [0] * len(nodes)
+    last = {}
+    for i, node in enumerate(nodes):
+        for v in reads(node):
+            if v in made:
+                last[v] = i
+    for v in graph.outputs:
+        if v in made:
+            last[v] = len(nodes)
+    total = [0] * len(nodes)
     for v, end in last.items():  # v crosses the cuts made+1 .. end
         for i in range(made[v] + 1, min(end, len(nodes) - 1) + 1):
-            counts[i] += 1
-    return counts
+            total[i] += nbytes(v)
+    return total
 
 
 def rebatched(graph, size):
