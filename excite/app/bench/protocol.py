@@ -9,7 +9,9 @@ import subprocess
 import sys
 import time
 
-ROUNDS = 3  # the timed repetitions are split into this many rounds, the engines taking turns
+# the timed repetitions are split into this many rounds, the engines taking turns: on a shared VM the
+# machine's speed changes from second to second, and more, shorter turns let every engine see its spells
+ROUNDS = 5
 SETTLE_S = 0.02  # pause before each burst: an engine's idle threads spin for a few ms after its runs
 # untimed runs before each burst's timed ones, for at least this long: after the pause a 2-core VM
 # wakes slowly (seen here: parallel regions taking 1.2 ms instead of 0.07 ms until ~30 ms of work)

@@ -301,7 +301,7 @@ def run(quick=False, threads=None, reps=None, warmup=2, cases=None):
                                                                  b, 224)
                     add(case, {"excite": lambda n=name, b=batch: _excite_infer(n, b, 224),
                                "excite_eager": lambda n=name, b=batch: _excite_infer(n, b, 224, compiled=False)},
-                        others, case_reps=reps if batch == 1 else max(3, reps - 2))
+                        others, case_reps=2 * reps + 1 if batch == 1 else max(ROUNDS, reps - 2))
         for name in COMPILE_MODELS:
             case = f"compile_{name}_s"
             if wanted(case):
