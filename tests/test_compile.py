@@ -118,17 +118,14 @@ def test_steps_on_planned_buffers_run_bound_and_give_the_same_bits():
     np.testing.assert_allclose(bound, _eager(model, x), rtol=1e-5, atol=1e-5 * np.abs(bound).max())
 
 
-def test_one_compiled_model_serves_several_threads_at_once():
-    model = exm.mobilenet_v3_small(num_classes=10).eval()
-    rng = np.random.default_rng(3)
-    inputs = [rng.standard_normal((b, 3, 32, 32)).astype(np.float32) for b in (1, 2, 1, 3, 2, 1)]
-    compiled = ex.compile(model, inputs[0])
-    expected = [compiled(x).numpy() for x in inputs]
+def run_in_threads(compiled, inputs, repeats=5):
+    """Each input in a thread of its own, ``repeats`` times, all at once; checks that every thread ended
+    without an error and returns each thread's last output."""
     results, errors = [None] * len(inputs), []
 
     def run(i):
         try:
-            for _ in range(5):
+            for _ in range(repeats):
                 results[i] = compiled(inputs[i]).numpy()
         except Exception as e:  # noqa: BLE001  (reported below)
             errors.append(e)
@@ -138,8 +135,17 @@ def test_one_compiled_model_serves_several_threads_at_once():
         t.start()
     for t in threads:
         t.join(timeout=300)
-    assert not errors
-    for got, want in zip(results, expected):
+    assert not errors and not any(t.is_alive() for t in threads)
+    return results
+
+
+def test_one_compiled_model_serves_several_threads_at_once():
+    model = exm.mobilenet_v3_small(num_classes=10).eval()
+    rng = np.random.default_rng(3)
+    inputs = [rng.standard_normal((b, 3, 32, 32)).astype(np.float32) for b in (1, 2, 1, 3, 2, 1)]
+    compiled = ex.compile(model, inputs[0])
+    expected = [compiled(x).numpy() for x in inputs]
+    for got, want in zip(run_in_threads(compiled, inputs), expected):
         np.testing.assert_array_equal(got, want)
 
 

@@ -3,8 +3,6 @@ segments it picks, and outputs equal to eager, to the whole-batch plan and to to
 
 The budget is made small here so that small test images split too (at the default, a batch splits
 when its activations outgrow the caches, as at 224 x 224)."""
-import threading
-
 import numpy as np
 import pytest
 
@@ -13,7 +11,7 @@ import excite.nn as nn
 import excite.vision.models as exm
 from excite.graph import schedule
 from excite.vision.models.feature_extraction import create_feature_extractor
-from test_compile import ALL_MODELS, _Unusual, _eager, _random_statistics
+from test_compile import ALL_MODELS, _Unusual, _eager, _random_statistics, run_in_threads
 from test_models import build_pair, copy_weights, randomise_batch_norm, relative_error
 
 SMALL = 24 << 10  # bytes: at 32 x 32 the stem and the first blocks of every registry network go 1-2 images at a time
@@ -134,20 +132,5 @@ def test_one_model_in_sub_batches_serves_several_threads(small_budget):
     inputs = [rng.standard_normal((b, 3, 32, 32)).astype(np.float32) for b in (4, 2, 4, 6)]
     compiled = ex.compile(model, inputs[0])
     expected = [compiled(x).numpy() for x in inputs]
-    results, errors = [None] * len(inputs), []
-
-    def run(i):
-        try:
-            for _ in range(4):
-                results[i] = compiled(inputs[i]).numpy()
-        except Exception as e:  # noqa: BLE001  (reported below)
-            errors.append(e)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(inputs))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=300)
-    assert not errors and not any(t.is_alive() for t in threads)
-    for got, want in zip(results, expected):
+    for got, want in zip(run_in_threads(compiled, inputs, repeats=4), expected):
         np.testing.assert_array_equal(got, want)
