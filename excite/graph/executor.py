@@ -175,10 +175,9 @@ class _Plan:
             runs = [(a, b) for a, b, sub in self.segments if sub is None]
             handed = [k for _, _, sub in self.segments if sub is not None for k in sub.outs]
             # a stretch run in sub-batches reads its inputs until its last node has written its outputs
-            for a, b, sub in self.segments:
-                for k in sub.ins if sub is not None else ():
-                    if k >= 0:
-                        keep[self.value(k)] = max(b - 1, keep.get(self.value(k), b - 1))
+            for _, b, sub in self.segments:
+                for value in [self.value(k) for k in sub.ins if k >= 0] if sub is not None else ():
+                    keep[value] = max(b - 1, keep.get(value, -1))
         handed = {self.value(k) for k in handed if k >= 0}
         self.runs = {i for a, b in runs for i in range(a, b)}
         channels_last = set()
