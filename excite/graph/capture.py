@@ -16,6 +16,7 @@ import numpy as np
 
 from ..autograd.grad_mode import no_grad
 from ..errors import ExciteError, InvalidArgumentError, shape_str
+from ..kernels import buffers
 from ..tensor import Tensor
 from . import ops
 from .ir import Graph
@@ -26,7 +27,9 @@ def capture(model: "Module", example_input, training: bool = False) -> Graph:
     """The `Graph` of ``model`` applied to ``example_input`` (a Tensor or array, or a tuple of them).
 
     The model runs once, in eval mode unless ``training`` (its modes, buffers and the random state
-    are restored afterwards), without recording autograd history.
+    are restored afterwards), without recording autograd history. The eager buffer pool's free blocks
+    are dropped after that run: they hold its activations (868 MB for MobileNetV3-Large at batch 16),
+    which nothing captured reads again.
     """
     from .. import nn
     from ..random import get_rng_state, set_rng_state
@@ -56,6 +59,8 @@ def capture(model: "Module", example_input, training: bool = False) -> Graph:
             for k, v in model.state_dict(keep_vars=True).items():
                 v.data[...] = saved[k]
     graph.outputs, graph.output_structure = tracer.outputs(output)
+    del output, tracer  # the run's arrays: their pooled blocks are free now
+    buffers.clear()
     return graph
 
 

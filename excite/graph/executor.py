@@ -94,7 +94,6 @@ class CompiledModel:
         example = np.zeros(shape, self.dtype)
         capture_target = getattr(self.module, "_graph_capture", None)
         graph = capture_target(example) if capture_target is not None else capture(self.module, example)
-        buffers.clear()  # the capture ran the model eagerly: its activations (868 MB for MobileNetV3-Large at b16)
         for key, value in graph.parameters.items():
             snap = self._snapshot.get(key)
             if snap is not None and snap.shape == value.shape:
@@ -170,14 +169,14 @@ class _Plan:
         for v in graph.outputs:
             self._slot(v)
         self.constants = {self.index[v]: v.data for v in self.index if v.kind in ("parameter", "constant")}
-        self.segments = _SubBatches.segments(graph) if split else [(0, len(graph.nodes), None)]
+        self.segments = _SubBatches.segments(self) if split else [(0, len(graph.nodes), None)]
         keep = {}
         if runs is None:  # this plan runs the whole-batch segments, and holds what the others hand over
             runs = [(a, b) for a, b, sub in self.segments if sub is None]
-            handed = [k for _, _, sub in self.segments if sub is not None for k in sub.outs]
+            handed = [k for _, _, sub in self.segments if sub is not None for k in sub.crossing[1]]
             # a stretch run in sub-batches reads its inputs until its last node has written its outputs
             for _, b, sub in self.segments:
-                for value in [self.value(k) for k in sub.ins if k >= 0] if sub is not None else ():
+                for value in [self.value(k) for k in sub.crossing[0] if k >= 0] if sub is not None else ():
                     keep[value] = max(b - 1, keep.get(value, -1))
         handed = {self.value(k) for k in handed if k >= 0}
         self.runs = {i for a, b in runs for i in range(a, b)}
@@ -232,7 +231,7 @@ class _Plan:
             if sub is None:
                 self.run_steps(env, calls, start, stop)
             else:
-                sub.run(self, env, start, stop)
+                sub.run(env, self.graph.inputs[0].shape[0], start, stop)
         return [np.array(env[i], copy=True) for i in self.outputs]
 
     def run_steps(self, env, calls, start, stop):
@@ -245,15 +244,20 @@ class _Plan:
 
 class _SubBatches:
     """A stretch of a batched plan run a few images at a time through a plan of the graph rebatched to
-    that size: the values it reads (``ins``) sliced in, the values it makes that are read after it or
-    returned (``outs``) copied into the batched plan's buffers; both as positions (`_Plan.value`)."""
+    that size: the values it reads sliced in, the values it makes that are read after it or returned
+    copied into the batched plan's buffers. ``crossing`` is (values read, values handed on) as positions
+    (`_Plan.value`); ``ins`` holds for each value read (batched plan's slot, sub-batch plan's slot, whether
+    the steps are bound to that buffer), ``outs`` for each value handed on (batched slot, sub-batch slot).
+    """
 
-    def __init__(self, plan, size, ins, outs):
-        self.plan, self.size, self.ins, self.outs = plan, size, ins, outs
+    def __init__(self, plan, size, crossing, ins, outs):
+        self.plan, self.size, self.crossing, self.ins, self.outs = plan, size, crossing, ins, outs
 
     @staticmethod
-    def segments(graph):
-        """`schedule.sub_batches`' segments, each sub-batch one with its `_SubBatches` (one plan per size)."""
+    def segments(parent):
+        """`schedule.sub_batches`' segments of ``parent``'s graph, each sub-batch one with its `_SubBatches`
+        (one plan per size)."""
+        graph = parent.graph
         segments = sub_batches(graph)
         position = {node.output: i for i, node in enumerate(graph.nodes)}
         crossings = {(a, b): [[position.get(v, -1) for v in values] for values in crossing(graph, a, b)]
@@ -263,25 +267,29 @@ class _SubBatches:
             runs = [(a, b) for a, b, s in segments if s == size]
             handed = [k for a, b in runs for k in crossings[a, b][0]]
             plans[size] = _Plan(rebatched(graph, size), runs=runs, handed=handed)
-        return [(a, b, None if size is None else _SubBatches(plans[size], size, *crossings[a, b]))
-                for a, b, size in segments]
 
-    def run(self, parent, env, start, stop):
-        plan = self.plan
-        sub_env, calls = plan._workspace()
+        def stretch(a, b, size):
+            plan = plans[size]
+            ins, outs = crossings[a, b]
+            return _SubBatches(plan, size, (ins, outs),
+                               [(parent.index[parent.value(k)], plan.index[plan.value(k)],
+                                 plan.value(k) in plan.buffered) for k in ins],
+                               [(parent.index[parent.value(k)], plan.index[plan.value(k)]) for k in outs])
+
+        return [(a, b, None if size is None else stretch(a, b, size)) for a, b, size in segments]
+
+    def run(self, env, batch, start, stop):
+        sub_env, calls = self.plan._workspace()
         sub_env = list(sub_env)
-        ins = [(parent.index[parent.value(k)], plan.index[plan.value(k)], plan.value(k) in plan.buffered)
-               for k in self.ins]
-        outs = [(parent.index[parent.value(k)], plan.index[plan.value(k)]) for k in self.outs]
-        for first in range(0, parent.graph.inputs[0].shape[0], self.size):
+        for first in range(0, batch, self.size):
             images = slice(first, first + self.size)
-            for p, q, buffered in ins:
-                if buffered:  # the steps are bound to this buffer: fill it
+            for p, q, bound in self.ins:
+                if bound:  # the steps read this buffer: fill it
                     sub_env[q][...] = env[p][images]
                 else:
                     sub_env[q] = env[p][images]
-            plan.run_steps(sub_env, calls, start, stop)
-            for p, q in outs:
+            self.plan.run_steps(sub_env, calls, start, stop)
+            for p, q in self.outs:
                 env[p][images] = sub_env[q]
 
 
