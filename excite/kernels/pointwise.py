@@ -4,6 +4,8 @@
 (one row per pixel) and ``w`` [O, C], choosing the `gemm` micro-kernel and how to split the work
 into tasks for the threads. Importable without numba (the kernels load on first use).
 """
+import functools
+
 import numpy as np
 
 from . import activation as A
@@ -93,6 +95,15 @@ class Pointwise:
         self.kernel(a, self.operand, out, self.scale, self.shift, self.no_residual if residual is None else residual,
                     self.kind, *self.blocks, work_ns=self.work_ns)
         return out
+
+    def bind(self, a, out, residual=None):
+        """``self(a, out, residual)`` on arrays that stay the same from call to call, as a function of no
+        arguments (`threads.BoundKernel`)."""
+        if self.later is not None:
+            return functools.partial(self, a, out, residual)
+        return self.kernel.bind(a, self.operand, out, self.scale, self.shift,
+                                self.no_residual if residual is None else residual, self.kind, *self.blocks,
+                                work_ns=self.work_ns)
 
 
 ALIASED_ROW_BYTES = 2048  # weight rows this many bytes apart (or a multiple) share L1 cache sets

@@ -5,7 +5,6 @@ of torchvision's SqueezeExcitation. Forward reads x twice (pool, gate); backward
 gradient twice (the gate's gradient sums, then grad * gate + the pooled gradient / HW) instead
 of the five or six full passes the unfused graph makes.
 """
-import functools
 
 import numpy as np
 
@@ -104,8 +103,8 @@ class SqueezeExcitationPlan:
         (xv,) = _views(self.layout, x)
         (ov,) = _views(self.layout, out)
         # one task per image: a single image gains nothing from waking another thread
-        return functools.partial(channel_reduce.se_inference_cl, xv, *self.fused[:4], ov, *self.fused[4:],
-                                 work_ns=x.size * 0.6 if x.shape[0] > 1 else 0)
+        return channel_reduce.se_inference_cl.bind(xv, *self.fused[:4], ov, *self.fused[4:],
+                                                   work_ns=x.size * 0.6 if x.shape[0] > 1 else 0)
 
     def __call__(self, x, out=None):
         if out is None:
