@@ -23,7 +23,7 @@ from excite.kernels import activations, bounds, buffers, threads
 from excite.kernels import conv as K
 from excite.kernels import conv_dense
 from excite.kernels import pointwise
-from excite.kernels.compiled import batchnorm, channel_reduce, depthwise_cl, elementwise, gemm
+from excite.kernels.compiled import batchnorm, channel_reduce, depthwise_cl, elementwise, gemm, grouped
 from excite.kernels.compiled.activation_math import grad_code
 from oracle import REFERENCE_ACTIVATIONS, assert_close, away_from
 from test_kernels_conv import reference_conv2d, reference_conv2d_backward
@@ -164,19 +164,24 @@ def test_dense_convolution_and_tap_gathering_stay_inside_their_arrays(case, dtyp
     n, c = x.shape[:2]
     o, _, kh, kw = w.shape
     oh, ow = (K.output_size(x.shape[2 + i], w.shape[2 + i], stride[i], padding[i], dilation[i]) for i in range(2))
-    xp, (sn, sh, sw), taps = conv_dense._padded_taps(x, w.shape, padding, dilation)
+    channels_last = DENSE[case][-1]
     rng = _rng(o)
     scale, shift = rng.uniform(0.5, 1.5, o), rng.standard_normal(o)
     g = Guard()
-    xp_g, taps_g = g.place(xp), g.place(taps)
+    # one task per image and band of output rows, each with its own padded copy of the rows it reads
+    band, band_rows, band_taps = conv_dense.dense_bands(x.shape, kh, kw, oh, stride, padding, dilation,
+                                                        channels_last, np.dtype(dtype).itemsize)
     out = g.nan((n, oh, ow, o), dtype)
-    gemm.conv_dense(xp_g, taps_g, g.place(w.reshape(o, -1).T, dtype), out, g.place(scale, dtype),
-                    g.place(shift, dtype), activations.code(ACTIVATION), sn, stride[0] * sh, stride[1] * sw)
+    gemm.conv_dense(g.place(conv_dense.dense_input(x, channels_last)), g.place(band_taps),
+                    g.place(w.reshape(o, -1).T, dtype), out, g.place(scale, dtype), g.place(shift, dtype),
+                    activations.code(ACTIVATION), *stride, *padding, band, band_rows, c if channels_last else 1)
     g.check(out, what=f"conv_dense {case}")
     conv = reference_conv2d(x, w, None, stride, padding, dilation, 1)
     expected = _activation_reference(conv * scale[:, None, None] + shift[:, None, None])
     assert_close(out.transpose(0, 3, 1, 2), expected, f"conv_dense {case}", **TOL[dtype])
 
+    xp, (sn, sh, sw), taps = conv_dense._padded_taps(x, w.shape, padding, dilation)
+    xp_g, taps_g = g.place(xp), g.place(taps)
     rows = g.nan((n * oh * ow, c * kh * kw), dtype)
     gemm.gather_taps(xp_g, taps_g, rows, sn, stride[0] * sh, stride[1] * sw, oh, ow)
     g.check(rows, what=f"gather_taps {case}")
@@ -397,13 +402,15 @@ def _broken_dot_tile(g):
 
 
 def _broken_gathered_tile(g):
-    """A padded input a few elements short: the last taps read past it."""
+    """A padded input a few elements short: the last taps read past it (the grouped convolution's
+    gathered tiles, the dense one's on a one-group convolution)."""
     x, w, stride, padding, dilation = _dense_case("implicit_odd", np.float32)
     xp, (sn, sh, sw), taps = conv_dense._padded_taps(x, w.shape, padding, dilation)
-    o = w.shape[0]
+    o, c = w.shape[:2]
     out = g.nan((x.shape[0], 7, 6, o), np.float32)
-    gemm.conv_dense(g.place(xp[:-3]), g.place(taps), g.place(w.reshape(o, -1).T, np.float32), out,
-                    g.place(np.ones(o, np.float32)), g.place(np.zeros(o, np.float32)), 0, sn, sh, sw)
+    b = np.ascontiguousarray(w.reshape(1, o, -1).transpose(0, 2, 1))
+    grouped.grouped_forward(g.place(xp[:-3]), g.place(taps), g.place(b, np.float32), out,
+                            g.place(np.ones(o, np.float32)), g.place(np.zeros(o, np.float32)), 0, sn, sh, sw, c)
     return out
 
 

@@ -138,13 +138,16 @@ def test_conv_dense(dtype, case):
     oh = conv.output_size(h, kk, stride, padding, dilation)
     ow = conv.output_size(wd, kk, stride, padding, dilation)
     b = np.ascontiguousarray(w.reshape(o, -1).T)
-    taps = conv_dense._tap_offsets(x.shape, kk, kk, (padding, padding), (dilation, dilation), channels_last, dtype)
-    xp, (sn, sh, sw) = conv_dense._zero_padded_input(x, (padding, padding))
+    band, rows, band_taps = conv_dense.dense_bands(x.shape, kk, kk, oh, (stride, stride), (padding, padding),
+                                                   (dilation, dilation), channels_last, np.dtype(dtype).itemsize)
     for kind in KINDS[case % 3::3]:
         scale, shift = _epilogue_args(rng, o, dtype)
         o1, o2 = _both(gemm.conv_dense, tier_gemm.conv_dense, [np.empty((n, oh, ow, o), dtype)],
-                       xp, taps, b, "0", scale, shift, kind, sn, stride * sh, stride * sw)
+                       conv_dense.dense_input(x, channels_last), band_taps, b, "0", scale, shift, kind, stride, stride,
+                       padding, padding, band, rows, c if channels_last else 1)
         _close(o2[0], o1[0], dtype, f"conv_dense case {case} kind {kind}")
+    taps = conv_dense._tap_offsets(x.shape, kk, kk, (padding, padding), (dilation, dilation), channels_last, dtype)
+    xp, (sn, sh, sw) = conv_dense._zero_padded_input(x, (padding, padding))
     # the gathered rows of the weight gradient
     rows = np.empty((n * oh * ow, b.shape[0]), dtype)
     r1, r2 = _both(gemm.gather_taps, tier_gemm.gather_taps, [rows], xp, taps, "0", sn, stride * sh, stride * sw, oh, ow)

@@ -6,7 +6,8 @@ Which algorithm runs depends on the convolution's kind:
   flipped kernel;
 - dense 1x1: one compiled matrix product over the channels-last pixels (`pointwise`; strided 1x1:
   slice first), the gradients as products too;
-- other dense: the compiled implicit product, taps gathered from a padded copy (`gemm.conv_dense`);
+- other dense: the compiled implicit product, each task gathering taps from its own padded copy of
+  the rows it reads (`gemm.conv_dense`);
   its gradients per-image im2col + BLAS;
 - grouped: per group, the implicit product of the dense case on the group's channels (`grouped`;
   groups of 8 or 16 channels in and out packed several to a vector); the input gradient is the
@@ -23,15 +24,13 @@ This module is the dispatch; each kind's code is a module of its own: `conv_dept
 norm folded into ``scale`` / ``shift`` — inside the compiled kernels where they have one (1x1
 products, the implicit dense product, depthwise rows), else in one pass after.
 """
-import functools
-
 import numpy as np
 
 from . import activation as A
 from . import buffers, pointwise
 from .activations import IDENTITY
 from .conv_dense import (_dense_backward_input, _dense_backward_weight, _dense_forward, _pointwise_backward_input,
-                         _pointwise_backward_weight, _strided_pixels, _tap_offsets, _zero_padded_input)
+                         _pointwise_backward_weight, _strided_pixels, dense_bands, dense_input)
 from .conv_depthwise import (DEPTHWISE_TASKS, _depthwise_backward_input, _depthwise_backward_weight, _depthwise_input,
                              _no_bias, _taps_last, depthwise_cl)
 from .conv_grouped import (_grouped_backward_input, _grouped_backward_input_cl, _grouped_backward_weight,
@@ -119,7 +118,9 @@ class Conv2dPlan:
             np.copyto(self.b, w.reshape(o, -1).T)
             self.kernel_scale = np.ones(o, dtype) if scale is None else scale
             self.kernel_shift = np.zeros(o, dtype) if shift is None else shift
-            self.taps = _tap_offsets(x_shape, kh, kw, padding, dilation, channels_last, dtype)
+            self.channels_last = channels_last
+            self.band, self.rows, self.taps = dense_bands(x_shape, kh, kw, oh, self.stride, self.padding,
+                                                          self.dilation, channels_last, dtype.itemsize)
             self.work_ns = n * oh * ow * o * c * kh * kw * pointwise.NS_PER_MADD
         elif grouped_compiled:
             self.path = "grouped_compiled"
@@ -140,16 +141,15 @@ class Conv2dPlan:
             return None
         if self.path == "pointwise" and self.stride == (1, 1):
             rows = None if residual is None else nhwc(residual).reshape(-1, o)
-            return functools.partial(self.product, nhwc(x).reshape(-1, x.shape[1]), out.reshape(-1, o), rows)
+            return self.product.bind(nhwc(x).reshape(-1, x.shape[1]), out.reshape(-1, o), rows)
         if self.path == "depthwise" and residual is None and o == x.shape[1]:
-            return self._depthwise_call(nhwc(x), out)
+            return depthwise_cl.depthwise_forward_cl.bind(*self._depthwise_args(nhwc(x), out), work_ns=self.work_ns)
         return None
 
-    def _depthwise_call(self, xc, out):
-        """The depthwise kernel's call on the channels-last input ``xc`` (channels repeated to the outputs)."""
-        return functools.partial(depthwise_cl.depthwise_forward_cl, xc, self.taps, self.kernel_bias, self.kernel_scale,
-                                 self.kernel_shift, self.kind, out, *self.stride, *self.padding, *self.dilation,
-                                 self.band, work_ns=self.work_ns)
+    def _depthwise_args(self, xc, out):
+        """The depthwise kernel's arguments for the channels-last input ``xc`` (channels repeated to the outputs)."""
+        return (xc, self.taps, self.kernel_bias, self.kernel_scale, self.kernel_shift, self.kind, out, *self.stride,
+                *self.padding, *self.dilation, self.band)
 
     def __call__(self, x, out=None, residual=None):
         n, o, oh, ow = self.out_shape
@@ -160,7 +160,8 @@ class Conv2dPlan:
             out = buffers.empty((n, oh, ow, o), self.dtype)
         epilogue_done = residual_done = False
         if self.path == "depthwise":
-            self._depthwise_call(_depthwise_input(x, o // x.shape[1]), out)()
+            depthwise_cl.depthwise_forward_cl(*self._depthwise_args(_depthwise_input(x, o // x.shape[1]), out),
+                                              work_ns=self.work_ns)
             result, epilogue_done = from_nhwc(out), True
         elif self.path == "pointwise":
             xc = _strided_pixels(x, self.stride)
@@ -168,9 +169,9 @@ class Conv2dPlan:
             self.product(xc.reshape(-1, xc.shape[3]), out.reshape(-1, o), rows)
             result, epilogue_done, residual_done = from_nhwc(out), True, residual is not None
         elif self.path == "dense":
-            xp, (sn, sh, sw) = _zero_padded_input(x, self.padding)
-            pointwise.gemm.conv_dense(xp, self.taps, self.b, out, self.kernel_scale, self.kernel_shift, self.kind,
-                                      sn, self.stride[0] * sh, self.stride[1] * sw, work_ns=self.work_ns)
+            pointwise.gemm.conv_dense(dense_input(x, self.channels_last), self.taps, self.b, out, self.kernel_scale,
+                                      self.kernel_shift, self.kind, *self.stride, *self.padding, self.band, self.rows,
+                                      x.shape[1] if self.channels_last else 1, work_ns=self.work_ns)
             result, epilogue_done = from_nhwc(out), True
         elif self.path == "grouped_compiled":
             _grouped_run(x, self.w.shape, self.packed, self.b, self.stride, self.padding, self.dilation, out,

@@ -95,11 +95,11 @@ def _zero_padded_input(x, padding):
     return xp.reshape(-1), (sn, sh, sw)
 
 
-def _tap_offsets(x_shape, kh, kw, padding, dilation, channels_last, dtype):
+def _tap_offsets(x_shape, kh, kw, padding, dilation, channels_last, dtype, rows=None):
     """Each tap's element offset, in (c, i, j) order, in `_zero_padded_input`'s copy of an input of
-    ``x_shape`` (NCHW) in that layout."""
+    ``x_shape`` (NCHW) in that layout, or in a copy of ``rows`` padded rows of it (`dense_bands`)."""
     n, c, h, w = x_shape
-    hp, wp = h + 2 * padding[0], w + 2 * padding[1]
+    hp, wp = h + 2 * padding[0] if rows is None else rows, w + 2 * padding[1]
     if channels_last:
         sc, sh, sw = 1, wp * c, c
     else:
@@ -107,6 +107,30 @@ def _tap_offsets(x_shape, kh, kw, padding, dilation, channels_last, dtype):
     taps = (np.arange(c)[:, None, None] * sc + np.arange(kh)[None, :, None] * (dilation[0] * sh)
             + np.arange(kw)[None, None, :] * (dilation[1] * sw))
     return taps.reshape(-1).astype(np.int64)
+
+
+DENSE_TASKS = 8  # forward tasks per call at least (bands of output rows when the batch is small)
+BAND_BYTES = 1 << 16  # a task's padded copy of the input rows its band reads: at most this (or one band row's)
+
+
+def dense_bands(x_shape, kh, kw, oh, stride, padding, dilation, channels_last, itemsize):
+    """(band, rows, taps) for `gemm.conv_dense`: output rows per task, the input rows a band reads and
+    each tap's offset in a task's padded copy of them."""
+    n, c, h, w = x_shape
+    reach = (kh - 1) * dilation[0] + 1  # input rows one output row reads
+    fits = (BAND_BYTES // (c * (w + 2 * padding[1]) * itemsize) - reach) // stride[0] + 1
+    band = max(1, min(-(-oh // -(-DENSE_TASKS // n)), fits))
+    rows = (band - 1) * stride[0] + reach
+    return band, rows, _tap_offsets(x_shape, kh, kw, padding, dilation, channels_last, None, rows)
+
+
+def dense_input(x, channels_last):
+    """``x`` as `gemm.conv_dense` reads it, C-contiguous: [N, C, H, W] (NCHW) or [N, 1, H, W * C]
+    (channels-last); a copy where ``x`` is not in that layout."""
+    if not channels_last:
+        return np.ascontiguousarray(x)
+    xc = nhwc(x)
+    return xc.reshape(xc.shape[0], 1, xc.shape[1], xc.shape[2] * xc.shape[3])
 
 
 def _padded_taps(x, w_shape, padding, dilation):

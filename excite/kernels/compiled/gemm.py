@@ -359,36 +359,56 @@ def matmul_dot(a, w, out, scale, shift, residual, kind, row_block, col_group):
 
 
 @kernel
-def conv_dense(xp, koff, b, out, scale, shift, kind, sn, sh, sw):
+def conv_dense(x, koff, b, out, scale, shift, kind, sh, sw, ph, pw, band, rows, unit):
     """Dense convolution as an implicit matrix product, epilogue fused: ``out[n, oy, ox] =
-    act(sum_k xp[n*sn + oy*sh + ox*sw + koff[k]] * b[k] * scale + shift)``.
+    act(sum_k X[n, oy*sh + ox*sw + tap k] * b[k] * scale + shift)`` with X the input zero-padded by
+    ``ph`` rows and ``pw`` columns.
 
-    ``xp`` is the zero-padded input, flat, in any layout; ``sn`` / ``sh`` / ``sw`` are the element
-    offsets of one image / one output row / one output column (strides included) and ``koff`` the
-    offset of each tap, in the order of ``b``'s rows ([K, O], the transposed weight). ``out`` is
-    [N, OH, OW, O]. One task per output row.
+    ``x`` is the input, unpadded, as [N, P, H, W * unit]: NCHW as it is (P planes of single values)
+    or channels-last as [N, 1, H, W * C] (one plane of ``unit`` = C values per pixel). ``out`` is
+    [N, OH, OW, O] and ``b`` the transposed weight [K, O]. One task per image and band of ``band``
+    output rows: it first copies the ``rows`` input rows the band reads, padded, into a small array
+    of its own ([P, rows, (W + 2 * pw) * unit], in cache while the band's products read it) and
+    ``koff`` holds each tap's offset in that copy, in the order of ``b``'s rows.
     """
     n_img, oh, ow, o = out.shape
+    planes, h, width = x.shape[1], x.shape[2], x.shape[3]
+    left = pw * unit
+    padded_width = width + 2 * left
     k = b.shape[0]
     nr = 2 * VECTOR_BYTES // b.itemsize
     panels = (o + nr - 1) // nr
+    bands = (oh + band - 1) // band
     no_residual = np.empty((0, 0), dtype=b.dtype)
     zero = ow - ow  # not a literal: the same compiled _epilogue as the matrix products
-    for task in prange(n_img * oh):
-        img, oy = task // oh, task % oh
-        dst = out[img, oy]
-        base = img * sn + oy * sh
-        if 2 * o <= nr:
-            for ox in range(0, ow, NARROW_MR):
-                _gathered_tile_narrow(xp, base + ox * sw, sw, b, 0, o, k, dst.reshape(-1), ox * o, o,
-                                      min(NARROW_MR, ow - ox), o, koff, scale, shift, 0, kind)
-        else:
-            for ox in range(0, ow, MR):
-                for p in range(panels):
-                    col = p * nr
-                    _gathered_tile(xp, base + ox * sw, sw, b, col, o, k, dst.reshape(-1), ox * o + col, o,
-                                   min(MR, ow - ox), min(nr, o - col), koff, scale, shift, col, kind)
-        _tile_epilogue(dst, zero, ow, zero, o, no_residual, kind)
+    for task in prange(n_img * bands):
+        img, oy0 = task // bands, (task % bands) * band
+        copy = np.empty(planes * rows * padded_width, dtype=b.dtype)
+        for p in range(planes):
+            for r in range(rows):
+                start = (p * rows + r) * padded_width
+                iy = oy0 * sh - ph + r
+                if iy < 0 or iy >= h:
+                    copy[start:start + padded_width] = 0
+                else:
+                    copy[start:start + left] = 0
+                    copy[start + left:start + left + width] = x[img, p, iy]
+                    copy[start + left + width:start + padded_width] = 0
+        for oy in range(oy0, min(oh, oy0 + band)):
+            dst = out[img, oy]
+            base = (oy - oy0) * sh * padded_width
+            if 2 * o <= nr:
+                for ox in range(0, ow, NARROW_MR):
+                    _gathered_tile_narrow(copy, base + ox * sw * unit, sw * unit, b, 0, o, k, dst.reshape(-1), ox * o,
+                                          o, min(NARROW_MR, ow - ox), o, koff, scale, shift, 0, kind)
+            else:
+                for ox in range(0, ow, MR):
+                    for p in range(panels):
+                        col = p * nr
+                        _gathered_tile(copy, base + ox * sw * unit, sw * unit, b, col, o, k, dst.reshape(-1),
+                                       ox * o + col, o, min(MR, ow - ox), min(nr, o - col), koff, scale, shift, col,
+                                       kind)
+            _tile_epilogue(dst, zero, ow, zero, o, no_residual, kind)
 
 
 @kernel

@@ -168,9 +168,17 @@ def matmul_dot(a, w, out, scale, shift, residual, kind, row_block, col_group):
     _epilogue(out, scale, shift, residual, kind)
 
 
-def conv_dense(xp, koff, b, out, scale, shift, kind, sn, sh, sw):
-    """``out[n, oy, ox] = act(sum_k xp[n*sn + oy*sh + ox*sw + koff[k]] * b[k] * scale + shift)``."""
-    _product(xp, koff.reshape(1, -1), b.reshape((1,) + b.shape), out, sn, sh, sw)
+def conv_dense(x, koff, b, out, scale, shift, kind, sh, sw, ph, pw, band, rows, unit):
+    """``out[n, oy, ox] = act(sum_k X[n, oy*sh + ox*sw + tap k] * b[k] * scale + shift)``, X the padded
+    ``x`` [N, P, H, W * unit]; ``koff``: the taps' offsets in a copy of ``rows`` padded rows, here
+    moved to one padded copy of the whole input."""
+    n, planes, h, width = x.shape
+    xp = np.zeros((n, planes, h + 2 * ph, width + 2 * pw * unit), x.dtype)
+    xp[:, :, ph:ph + h, pw * unit:pw * unit + width] = x
+    plane, within = np.divmod(koff, rows * xp.shape[3])
+    offsets = plane * (xp.shape[2] * xp.shape[3]) + within
+    _product(xp.reshape(-1), offsets.reshape(1, -1), b.reshape((1,) + b.shape), out, xp[0].size, sh * xp.shape[3],
+             sw * unit)
     _epilogue(out, scale, shift, np.empty((0, 0), out.dtype), kind)
 
 
