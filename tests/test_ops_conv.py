@@ -54,6 +54,17 @@ def test_conv2d_partial_grads(torch, case):
                  dtype=np.float64, grad=grad)
 
 
+@pytest.mark.parametrize("case", ["dense_pad1", "pointwise", "pointwise_stride2", "depthwise", "grouped"])
+def test_conv2d_empty_batch(torch, case):
+    """A batch of no images gives an empty output of the right shape, as torch's (and empty gradients)."""
+    xs, ws, has_bias, kw = CONV_CASES[case]
+    arrays = [randn(*xs, seed=1)[:0], randn(*ws, seed=2)]
+    if has_bias:
+        arrays.append(randn(ws[0], seed=3))
+    check_op(torch, lambda *t: F.conv2d(*t, **kw), lambda *t: torch.nn.functional.conv2d(*t, **kw), arrays,
+             dtype=np.float32)
+
+
 def test_conv2d_unbatched_input(torch):
     arrays = [randn(3, 6, 5, seed=1), randn(4, 3, 3, 3, seed=2), randn(4, seed=3)]
     check_op(torch, lambda *t: F.conv2d(*t, padding=1), lambda *t: torch.nn.functional.conv2d(*t, padding=1),

@@ -103,7 +103,7 @@ class Conv2dPlan:
         if is_depthwise(c, w.shape, groups):
             self.path = "depthwise"
             self.taps = _taps_last(w)
-            self.band = -(-oh // -(-DEPTHWISE_TASKS // n))  # several row bands per image when the batch is small
+            self.band = -(-oh // -(-DEPTHWISE_TASKS // max(n, 1)))  # several row bands per image when the batch is small
             empty = _no_bias(dtype)
             self.kernel_bias = np.zeros(o, dtype) if self.bias is None else np.ascontiguousarray(self.bias)
             self.kernel_scale = empty if scale is None else scale

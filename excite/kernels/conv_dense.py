@@ -119,7 +119,7 @@ def dense_bands(x_shape, kh, kw, oh, stride, padding, dilation, channels_last, i
     n, c, h, w = x_shape
     reach = (kh - 1) * dilation[0] + 1  # input rows one output row reads
     fits = (BAND_BYTES // (c * (w + 2 * padding[1]) * itemsize) - reach) // stride[0] + 1
-    band = max(1, min(-(-oh // -(-DENSE_TASKS // n)), fits))
+    band = max(1, min(-(-oh // -(-DENSE_TASKS // max(n, 1))), fits))
     rows = (band - 1) * stride[0] + reach
     return band, rows, _tap_offsets(x_shape, kh, kw, padding, dilation, channels_last, None, rows)
 

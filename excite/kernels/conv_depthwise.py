@@ -37,7 +37,7 @@ def _depthwise_forward(x, w, bias, stride, padding, dilation, oh, ow, scale=None
     scale = empty if scale is None else np.ascontiguousarray(scale, dtype=x.dtype)
     shift = empty if shift is None else np.ascontiguousarray(shift, dtype=x.dtype)
     out = buffers.empty((n, oh, ow, o), x.dtype)
-    band = -(-oh // -(-DEPTHWISE_TASKS // n))  # several row bands per image when the batch is small
+    band = -(-oh // -(-DEPTHWISE_TASKS // max(n, 1)))  # several row bands per image when the batch is small
     depthwise_cl.depthwise_forward_cl(xc, _taps_last(w), b, scale, shift, kind, out,
                                       *stride, *padding, *dilation, band, work_ns=out.size * (w[0, 0].size * 0.1 + 0.5))
     return from_nhwc(out)
