@@ -203,8 +203,8 @@ def test_a_bound_kernel_goes_to_the_compiled_entry_point_once_it_has_run():
         target[...] = np.nan
         call()
         np.testing.assert_array_equal(target, expected)
-    # resolved after the first call (the workqueue layer keeps the usual way: its launches take a lock)
-    assert (call._entry is None) == threads.configured().needs_lock
+    # resolved after the first call (the workqueue layer: below)
+    assert callable(call._entry) or threads.configured().needs_lock
 
     def refuse(*args):
         raise AssertionError("the compiled entry point ran while the NumPy tier was on")
@@ -217,6 +217,22 @@ def test_a_bound_kernel_goes_to_the_compiled_entry_point_once_it_has_run():
     finally:
         threads.use_numpy_tier(previous)
     np.testing.assert_allclose(target, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_a_bound_kernel_keeps_the_usual_way_on_the_workqueue_layer():
+    """Its parallel launches take excite's lock: the bound call never resolves, and says so once (it
+    does not look the entry point up again on every call)."""
+    code = """
+import sys
+import numpy as np
+sys.path.insert(0, {tests!r})
+from test_kernels_threads import _bound_product
+plan, x, target = _bound_product(np.random.default_rng(5))
+call = plan.bind(x, target)
+call(); call()
+print(call._entry is False)
+""".format(tests=os.path.join(ROOT, "tests"))
+    assert _run({"NUMBA_THREADING_LAYER": "workqueue"}, code) == "True"
 
 
 def test_import_excite_does_not_import_numba():

@@ -250,7 +250,7 @@ class BoundKernel:
 
     def __call__(self):
         entry = self._entry
-        if entry is None or _numpy_tier or _forked:
+        if not entry or _numpy_tier or _forked:
             result = self.kernel(*self.args, work_ns=self.work_ns)
             if entry is None:
                 self._resolve()
@@ -261,8 +261,12 @@ class BoundKernel:
         return entry(*self.args)
 
     def _resolve(self):
+        """Look the entry point up (``_entry``: None to try again after the next call, False never)."""
         state, fn = _state, self.kernel._parallel
-        if state is None or state.needs_lock or fn is None or _numpy_tier or _forked:
+        if state is not None and (state.needs_lock or (_forked and state.fork_unsafe)):
+            self._entry = False  # (for good: these calls keep the usual way)
+            return
+        if state is None or fn is None or _numpy_tier:
             return
         overload = fn.overloads.get(tuple(fn.typeof_pyval(a) for a in self.args))
         if overload is not None:  # (None: the twin ran, the build is on its way)
