@@ -146,7 +146,7 @@ def test_conv_dense(dtype, case):
                        conv_dense.dense_input(x, channels_last), band_taps, b, "0", scale, shift, kind, stride, stride,
                        padding, padding, band, rows, c if channels_last else 1)
         _close(o2[0], o1[0], dtype, f"conv_dense case {case} kind {kind}")
-    taps = conv_dense._tap_offsets(x.shape, kk, kk, (padding, padding), (dilation, dilation), channels_last, dtype)
+    taps = conv_dense._tap_offsets(x.shape, kk, kk, (padding, padding), (dilation, dilation), channels_last)
     xp, (sn, sh, sw) = conv_dense._zero_padded_input(x, (padding, padding))
     # the gathered rows of the weight gradient
     rows = np.empty((n * oh * ow, b.shape[0]), dtype)

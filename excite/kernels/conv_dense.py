@@ -95,7 +95,7 @@ def _zero_padded_input(x, padding):
     return xp.reshape(-1), (sn, sh, sw)
 
 
-def _tap_offsets(x_shape, kh, kw, padding, dilation, channels_last, dtype, rows=None):
+def _tap_offsets(x_shape, kh, kw, padding, dilation, channels_last, rows=None):
     """Each tap's element offset, in (c, i, j) order, in `_zero_padded_input`'s copy of an input of
     ``x_shape`` (NCHW) in that layout, or in a copy of ``rows`` padded rows of it (`dense_bands`)."""
     n, c, h, w = x_shape
@@ -121,7 +121,7 @@ def dense_bands(x_shape, kh, kw, oh, stride, padding, dilation, channels_last, i
     fits = (BAND_BYTES // (c * (w + 2 * padding[1]) * itemsize) - reach) // stride[0] + 1
     band = max(1, min(-(-oh // -(-DENSE_TASKS // max(n, 1))), fits))
     rows = (band - 1) * stride[0] + reach
-    return band, rows, _tap_offsets(x_shape, kh, kw, padding, dilation, channels_last, None, rows)
+    return band, rows, _tap_offsets(x_shape, kh, kw, padding, dilation, channels_last, rows)
 
 
 def dense_input(x, channels_last):
@@ -136,7 +136,7 @@ def dense_input(x, channels_last):
 def _padded_taps(x, w_shape, padding, dilation):
     """(`_zero_padded_input`'s copy and offsets, and each tap's offset in it)."""
     xp, strides = _zero_padded_input(x, padding)
-    taps = _tap_offsets(x.shape, w_shape[2], w_shape[3], padding, dilation, is_channels_last(x), x.dtype)
+    taps = _tap_offsets(x.shape, w_shape[2], w_shape[3], padding, dilation, is_channels_last(x))
     return xp, strides, taps
 
 
