@@ -102,15 +102,16 @@ def test_matrix_product_tiles_stay_inside_their_arrays(shape, dtype):
     kind = activations.code(ACTIVATION)
     for with_residual in (True, False):
         expected = _activation_reference((a @ w.T) * scale + shift) + (residual if with_residual else 0)
-        for run in ("broadcast", "dot"):
+        operands = {"broadcast": w.T, "broadcast, weight in panels": pointwise.packed_panels(w, dtype), "dot": w}
+        for run, operand in operands.items():
             for row_block, group in ((1, 1), (7, 2), (m, 1000)):
                 g = Guard()
-                args = [g.place(v, dtype) for v in (a, w.T if run == "broadcast" else w)]
+                args = [g.place(v, dtype) for v in (a, operand)]
                 out = g.nan((m, n), dtype)
                 res = g.place(residual, dtype) if with_residual else g.nan((0, 0), dtype)
-                kernel = gemm.matmul_broadcast if run == "broadcast" else gemm.matmul_dot
+                kernel = gemm.matmul_dot if run == "dot" else gemm.matmul_broadcast
                 kernel(*args, out, g.place(scale, dtype), g.place(shift, dtype), res, kind, row_block,
-                       group if run == "broadcast" else group * gemm.DOT)
+                       group * gemm.DOT if run == "dot" else group)
                 what = f"{run} {shape} residual={with_residual} blocks {row_block}x{group}"
                 g.check(out, what=what)
                 assert_close(out, expected, what, **TOL[dtype])

@@ -32,10 +32,13 @@ def _expected(a, w, scale, shift, activation, residual=None):
 
 
 def _broadcast(a, w, scale, shift, residual, kind, row_block, panel_group):
-    b = np.ascontiguousarray(w.T)
-    out = np.empty((a.shape[0], w.shape[0]), a.dtype)
-    gemm.matmul_broadcast(a, b, out, scale, shift, residual, kind, row_block, panel_group)
-    return out
+    """The broadcast kernel on w.T [K, N] and on its panels (`pointwise.packed_panels`): the same bits."""
+    outs = []
+    for b in (np.ascontiguousarray(w.T), pointwise.packed_panels(w, a.dtype)):
+        outs.append(np.empty((a.shape[0], w.shape[0]), a.dtype))
+        gemm.matmul_broadcast(a, b, outs[-1], scale, shift, residual, kind, row_block, panel_group)
+    np.testing.assert_array_equal(outs[1], outs[0], err_msg="the weight in panels")
+    return outs[0]
 
 
 def _dot(a, w, scale, shift, residual, kind, row_block, col_group):
@@ -95,6 +98,42 @@ def test_pointwise_applies_every_activation_after_the_affine_map(activation):
         out = pointwise.pointwise(a, w.reshape(n, k, 1, 1), scale, shift, activation, residual)
         assert_close(out, _expected(a, w, scale, shift, activation, residual), f"{activation} + residual",
                      **TOL[np.float32])
+
+
+@pytest.mark.parametrize("n", [16, 24, 32, 33, 96])
+def test_weight_panels_lay_out_the_transposed_weight_panel_by_panel(n):
+    """`pointwise.packed_panels`: panel p holds w.T's columns p * NR .. (p + 1) * NR, zeros past N."""
+    k = 5
+    w = np.arange(n * k, dtype=np.float32).reshape(n, k) + 1
+    nr = gemm.panel_width(np.float32)
+    panels = pointwise.packed_panels(w, np.float32).reshape(-1, k, nr)
+    assert panels.shape[0] == -(-n // nr)
+    np.testing.assert_array_equal(np.concatenate(list(panels), axis=1)[:, :n], w.T)
+    assert not np.concatenate(list(panels), axis=1)[:, n:].any()
+
+
+def test_a_kept_plan_takes_the_broadcast_kernel_for_products_that_widen():
+    """A compiled graph's plans (``kept``) lay the weight out once, so from KEPT_BROADCAST_MIN_ROWS rows they
+    take the broadcast kernel for products that widen the channels KEPT_BROADCAST_MIN_WIDENING times; a
+    one-call plan keeps weighing the layout's cost, as do fewer rows and narrower products. The kept plan's
+    weight is in panels, the one-call plan's plainly transposed; the product is the reference's either way."""
+    rows, widening = pointwise.KEPT_BROADCAST_MIN_ROWS, pointwise.KEPT_BROADCAST_MIN_WIDENING
+    for (m, k, n), kept, kernel in [((49, 96, 96 * widening), True, "matmul_broadcast"),
+                                    ((49, 96, 96 * widening), False, "matmul_dot"),
+                                    ((rows - 1, 96, 96 * widening), True, "matmul_dot"),
+                                    ((49, 96, 96 * widening - 1), True, "matmul_dot"),
+                                    ((49, 576, 96), True, "matmul_dot")]:
+        a, w, scale, shift, _ = _operands(m, k, n, np.float32, seed=n)
+        plan = pointwise.Pointwise(m, w, scale, shift, "hardswish", np.float32, kept=kept)
+        assert plan.kernel.__name__ == kernel, ((m, k, n), kept)
+        if kernel == "matmul_broadcast":
+            np.testing.assert_array_equal(plan.operand, pointwise.packed_panels(w, np.float32))
+        out = plan(a, np.empty((m, n), np.float32))
+        assert_close(out, _expected(a, w, scale, shift, "hardswish"), f"{(m, k, n)} kept={kept}", **TOL[np.float32])
+    a, w, scale, shift, _ = _operands(300, 40, 240, np.float32)
+    one_call = pointwise.Pointwise(300, w, scale, shift, None, np.float32)
+    assert one_call.kernel.__name__ == "matmul_broadcast"
+    np.testing.assert_array_equal(one_call.operand, w.T)
 
 
 def test_pointwise_defaults_to_a_plain_product():

@@ -78,6 +78,10 @@ def test_matmul_broadcast_and_dot(dtype, kind):
         c1, c2 = _both(gemm.matmul_broadcast, tier_gemm.matmul_broadcast, [np.empty((m, n), dtype)],
                        a, b, "0", scale, shift, residual, kind, *blocks)
         _close(c2[0], c1[0], dtype, f"matmul_broadcast {m}x{k}x{n}")
+        p1, p2 = _both(gemm.matmul_broadcast, tier_gemm.matmul_broadcast, [np.empty((m, n), dtype)],
+                       a, pointwise.packed_panels(w, dtype), "0", scale, shift, residual, kind, *blocks)
+        _close(p2[0], c1[0], dtype, f"matmul_broadcast, weight in panels, {m}x{k}x{n}")
+        _close(p1[0], c1[0], dtype, f"matmul_broadcast, weight in panels, {m}x{k}x{n}")
         dot_blocks = (m, -(-(-(-n // TASKS)) // gemm.DOT) * gemm.DOT)
         d1, d2 = _both(gemm.matmul_dot, tier_gemm.matmul_dot, [np.empty((m, n), dtype)],
                        a, w, "0", scale, shift, residual, kind, *dot_blocks)

@@ -338,7 +338,7 @@ class _ConvStep(_Step):
         a = node.attrs
         self.plan = Conv2dPlan(x.shape, node.output.dtype, x in channels_last, w.data, None if b is None else b.data,
                                a["stride"], a["padding"], a["dilation"], a["groups"], a.get("scale"), a.get("shift"),
-                               a.get("activation"))
+                               a.get("activation"), kept=True)
         self.residual = index[node.inputs[3]] if a.get("residual") else None
         if self.plan.path in ("depthwise", "pointwise", "dense", "grouped_compiled"):
             self.buffer = "nhwc"
@@ -427,7 +427,8 @@ class _LinearStep(_Step):
         self.activation = node.attrs.get("activation")
         self.product = None
         if len(x.shape) == 2 and supported(np.empty(0, x.dtype), w.data):
-            self.product = Pointwise(x.shape[0], w.data, None, None if b is None else b.data, self.activation, x.dtype)
+            self.product = Pointwise(x.shape[0], w.data, None, None if b is None else b.data, self.activation, x.dtype,
+                                     kept=True)
             self.buffer = "rows"
         else:
             self.w, self.b = w.data, None if b is None else b.data

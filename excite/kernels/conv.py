@@ -73,12 +73,12 @@ class Conv2dPlan:
     The algorithm (depthwise rows, a 1x1 product, the implicit dense product, or the plain
     fallbacks) and the operands it wants (transposed or tap-major weights, the bias folded into
     the epilogue's shift, tap offsets) are chosen here once; eager calls make a plan per call, a
-    compiled graph keeps it. ``out`` (channels-last [N, OH, OW, O], C-contiguous) receives the
+    compiled graph keeps it (``kept``: operands laid out for speed over many calls). ``out`` (channels-last [N, OH, OW, O], C-contiguous) receives the
     result where a compiled kernel writes it; the return value is always the NCHW-shaped result.
     """
 
     def __init__(self, x_shape, dtype, channels_last, w, bias, stride, padding, dilation, groups, scale=None,
-                 shift=None, activation=None):
+                 shift=None, activation=None, kept=False):
         n, c, h, wd = x_shape
         o, cg, kh, kw = w.shape
         self.stride, self.padding, self.dilation, self.groups = tuple(stride), tuple(padding), tuple(dilation), groups
@@ -111,7 +111,7 @@ class Conv2dPlan:
             self.work_ns = n * oh * ow * o * (kh * kw * 0.1 + 0.5)
         elif groups == 1 and kh == kw == 1 and padding == (0, 0) and compiled:
             self.path = "pointwise"
-            self.product = pointwise.Pointwise(n * oh * ow, w, scale, shift, self.activation, dtype)
+            self.product = pointwise.Pointwise(n * oh * ow, w, scale, shift, self.activation, dtype, kept)
         elif groups == 1 and compiled:
             self.path = "dense"
             self.b = np.empty((c * kh * kw, o), dtype)

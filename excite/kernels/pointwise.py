@@ -21,6 +21,13 @@ NS_PER_MADD = 0.012  # single-thread cost per multiply-add (measured: 0.01-0.014
 # the weight, at about TRANSPOSE_MADDS multiply-adds' worth of time per element
 DOT_FOLD_DEPTH = 80
 TRANSPOSE_MADDS = 50
+# a compiled graph's plans (``kept``) lay the weight out once, so its cost no longer counts against the
+# broadcast kernel; from this many rows it is then the faster one for products that widen the channels at
+# least this many times (at batch 1, 7x7 pixels, 2 threads: 96 -> 576 channels 36 vs 61 us, 160 -> 960
+# 85-153 vs 119-170 us, 320 -> 1280 224-235 vs 257-285 us). Only there: elsewhere the two kernels' sums
+# would part from the eager run's (RegNet's 2x widenings, amplified by its depth, to 1e-5 relative)
+KEPT_BROADCAST_MIN_ROWS = 24
+KEPT_BROADCAST_MIN_WIDENING = 4
 SUPPORTED = (np.float32, np.float64)
 
 
@@ -37,8 +44,11 @@ def _weight_matrix(w):
     return np.ascontiguousarray(w.reshape(w.shape[0], -1))
 
 
-def _broadcast_is_faster(m, k, n):
-    """Estimated time of the broadcast kernel (transpose included) below the dot kernel's."""
+def _broadcast_is_faster(m, k, n, kept=False):
+    """Estimated time of the broadcast kernel (transpose included, unless the plan is ``kept``) below the
+    dot kernel's."""
+    if kept and m >= KEPT_BROADCAST_MIN_ROWS and KEPT_BROADCAST_MIN_WIDENING * k <= n:
+        return True
     madds = m * k * n
     return madds + TRANSPOSE_MADDS * k * n < madds * (k + DOT_FOLD_DEPTH) / k
 
@@ -58,11 +68,12 @@ class Pointwise:
     ``act((a @ w.T) * scale + shift) + residual`` into ``out`` [M, O].
 
     The micro-kernel (broadcast or dot), its operand layout (the transposed weight for the broadcast
-    kernel) and the split into tasks are chosen here, for this shape; a compiled graph keeps the
-    plan and calls it every run.
+    kernel) and the split into tasks are chosen here, for this shape; a compiled graph keeps the plan and
+    calls it every run, and says so (``kept``): its transposed weight is laid out in panels
+    (`packed_panels`), which costs more once and less at every call.
     """
 
-    def __init__(self, m, w, scale=None, shift=None, activation=None, dtype=None):
+    def __init__(self, m, w, scale=None, shift=None, activation=None, dtype=None, kept=False):
         dtype = np.dtype(w.dtype if dtype is None else dtype)
         w = _weight_matrix(w).astype(dtype, copy=False)
         n, k = w.shape
@@ -73,10 +84,12 @@ class Pointwise:
         self.no_residual = np.empty((0, 0), dtype)
         self.work_ns = m * k * n * NS_PER_MADD
         tasks = _task_count()
-        if _broadcast_is_faster(m, k, n):
-            b = np.empty((k, n), dtype)
-            np.copyto(b, w.T)  # NumPy's blocked copy: as fast as a compiled transpose at these sizes
-            self.operand = b
+        if _broadcast_is_faster(m, k, n, kept):
+            if kept:
+                self.operand = packed_panels(w, dtype)
+            else:  # one call: the plain transpose, NumPy's blocked copy (the kernel sums it to the same bits)
+                self.operand = np.empty((k, n), dtype)
+                np.copyto(self.operand, w.T)
             self.blocks = _broadcast_blocks(m, n, dtype)
             self.kernel = gemm.matmul_broadcast
         else:
@@ -120,6 +133,22 @@ def _dot_operand(w):
     padded = np.zeros((n, k + ROW_PADDING_BYTES // w.itemsize), w.dtype)
     padded[:, :k] = w
     return padded
+
+
+def packed_panels(w, dtype):
+    """The broadcast kernel's weight operand for ``w`` [N, K], in panels: [panels * K, NR], panel p's
+    rows being w.T's columns p * NR .. (p + 1) * NR (zeros past N). A tile then reads one contiguous
+    K x NR block, where w.T's rows N * itemsize apart would share few L1 sets (N = 1152 in float32:
+    every eighth row in the same set)."""
+    n, k = w.shape
+    nr = gemm.panel_width(dtype)
+    panels = -(-n // nr)
+    b = np.zeros((panels, k, nr), dtype)
+    full = n // nr
+    b[:full] = w[:full * nr].reshape(full, nr, k).transpose(0, 2, 1)
+    if full < panels:
+        b[full, :, :n - full * nr] = w[full * nr:].T
+    return b.reshape(panels * k, nr)
 
 
 def _broadcast_blocks(m, n, dtype):

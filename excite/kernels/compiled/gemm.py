@@ -268,15 +268,17 @@ def _tile_epilogue(out, r0, r1, c0, c1, residual, kind):
 
 @kernel
 def matmul_broadcast(a, b, out, scale, shift, residual, kind, row_block, panel_group):
-    """``out = act(a @ b * scale + shift) + residual`` with the broadcast tile; ``b`` = w.T [K, N].
+    """``out = act(a @ b * scale + shift) + residual`` with the broadcast tile; ``b`` = w.T [K, N], or
+    the same in panels (`pointwise.packed_panels`: [panels * K, NR], each panel's K rows of NR columns in a row).
 
     ``a`` [M, K], ``b`` and ``out`` [M, N] are C-contiguous; ``residual`` is [M, N] or [0, 0].
     Tasks are blocks of ``row_block`` rows by groups of ``panel_group`` panels of NR columns; a
     task sweeps a chunk of rows (kept in L1) across its panels, then applies the epilogue to it.
     """
     m, k = a.shape
-    n = b.shape[1]
+    n = out.shape[1]
     nr = 2 * VECTOR_BYTES // a.itemsize
+    packed = b.shape[1] != n  # (with N = NR the two layouts are one)
     panels = (n + nr - 1) // nr
     row_blocks = (m + row_block - 1) // row_block
     groups = (panels + panel_group - 1) // panel_group
@@ -291,13 +293,14 @@ def matmul_broadcast(a, b, out, scale, shift, residual, kind, row_block, panel_g
             for p in range(p0, p1):
                 col = p * nr
                 width = min(nr, n - col)
+                b_off, ldb = (p * k * nr, nr) if packed else (col, n)
                 if 2 * width <= nr:  # one vector: twice the rows, no half-masked second vector
                     for r in range(c0, c1, 2 * MR):
-                        _broadcast_tile_narrow(a, r * k, k, b, col, n, k, out, r * n + col, n, min(2 * MR, c1 - r),
-                                               width, scale, shift, col, kind)
+                        _broadcast_tile_narrow(a, r * k, k, b, b_off, ldb, k, out, r * n + col, n,
+                                               min(2 * MR, c1 - r), width, scale, shift, col, kind)
                     continue
                 for r in range(c0, c1, MR):
-                    _broadcast_tile(a, r * k, k, b, col, n, k, out, r * n + col, n, min(MR, c1 - r), width, scale,
+                    _broadcast_tile(a, r * k, k, b, b_off, ldb, k, out, r * n + col, n, min(MR, c1 - r), width, scale,
                                     shift, col, kind)
             _tile_epilogue(out, c0, c1, p0 * nr, min(n, p1 * nr), residual, kind)
 

@@ -157,7 +157,11 @@ def _chunk_bounds(total, chunks):
 
 # ----- the twins --------------------------------------------------------------------------------
 def matmul_broadcast(a, b, out, scale, shift, residual, kind, row_block, panel_group):
-    """``out = act(a @ b * scale + shift) + residual`` for ``b`` = w.T [K, N]."""
+    """``out = act(a @ b * scale + shift) + residual`` for ``b`` = w.T [K, N] or its panels
+    (`pointwise.packed_panels`)."""
+    k, n = a.shape[1], out.shape[1]
+    if b.shape[1] != n:
+        b = b.reshape(-1, k, b.shape[1]).transpose(1, 0, 2).reshape(k, -1)[:, :n]
     matmul(a, b, out=out)
     _epilogue(out, scale, shift, residual, kind)
 
