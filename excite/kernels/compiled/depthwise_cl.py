@@ -8,9 +8,10 @@ from llvmlite import ir
 from numba import prange, types
 from numba.extending import intrinsic
 
+from .activation_math import VECTOR_KINDS, activated_in_tile, emit_activation
 from .elementwise import epilogue_rows
 from ..activations import IDENTITY
-from .simd import VECTOR_BYTES, Vectors, as_i64, data_pointer, only_if, specialised
+from .simd import VECTOR_BYTES, Vectors, as_i64, data_pointer, only_if, specialised, switch_values
 from ..threads import helper, inline_helper, kernel
 
 
@@ -33,15 +34,18 @@ PADDED_BELOW = 4 * PIXELS  # output rows narrower than this read a zero-padded c
 
 
 def _row_intrinsic(kh, kw, stride):
-    """``row(x, x_off, ld, dh, ch, w, w_off, bias, out, o_off, pixels, count, row_bits, col_bits)``:
-    ``pixels`` <= PIXELS consecutive output pixels of one output row, ``count`` <= one vector of
-    channels, read straight from the input (no padded copy): ``out[o_off + p*ch + c] = bias[w_off + c]
+    """``row(x, x_off, ld, dh, ch, w, w_off, bias, out, o_off, pixels, count, row_bits, col_bits, scale, shift,
+    affine, kind)``: ``pixels`` <= PIXELS consecutive output pixels of one output row, ``count`` <= one
+    vector of channels, read straight from the input (no padded copy): ``out[o_off + p*ch + c] =
+    act(S * scale[w_off + c] + shift[w_off + c])`` (the affine map only where ``affine`` is nonzero;
+    ``act`` the activation ``kind``, one of `activation_math.VECTOR_KINDS`), with ``S = bias[w_off + c]
     + sum_ij w[w_off + (i*kw + j)*ch + c] * x[x_off + i*dh*ld + (p*stride + j)*ch + c]``, where the
     taps of kernel row i count only if bit i of ``row_bits`` is set and input column p*stride + j
     only if that bit of ``col_bits`` is (the zero padding: nothing outside is read; with all bits
     set, every column is read, including those of pixels past ``pixels``). The taps and pixels
     unroll (kh, kw and the stride are constants); each input column of a kernel row is loaded
-    once and reaches every accumulator that uses it."""
+    once and reaches every accumulator that uses it. The epilogue runs on the accumulators, as the
+    scalar one does (a multiply, then an add), before the one store."""
     columns = (PIXELS - 1) * stride + kw
 
     def codegen(context, builder, signature, args):
@@ -50,8 +54,10 @@ def _row_intrinsic(kh, kw, stride):
         w = data_pointer(context, builder, signature.args[5], args[5], "w")
         bias = data_pointer(context, builder, signature.args[7], args[7], "bias")
         out = data_pointer(context, builder, signature.args[8], args[8], "out")
-        x_off, ld, dh, ch, w_off, o_off, pixels, count, row_bits, col_bits = as_i64(
-            builder, args[1:5] + args[6:7] + args[9:14])
+        scale = data_pointer(context, builder, signature.args[14], args[14], "scale")
+        shift = data_pointer(context, builder, signature.args[15], args[15], "shift")
+        x_off, ld, dh, ch, w_off, o_off, pixels, count, row_bits, col_bits, affine, kind = as_i64(
+            builder, args[1:5] + args[6:7] + args[9:14] + args[16:18])
         mask = v.lanes_below(count)
         none = ir.Constant(mask.type, [0] * v.lanes)
 
@@ -82,6 +88,15 @@ def _row_intrinsic(kh, kw, stride):
                     continue
                 # rows outside the image add nothing
                 accs = only_if(builder, bit(row_bits, i), accs, lambda values, i=i: kernel_row(i, values))
+
+            def affine_map(values):  # the loads only here: without the map, scale and shift may be empty
+                factor, term = load(v.at(scale, w_off), 0), load(v.at(shift, w_off), 0)
+                return [builder.fadd(builder.fmul(value, factor), term) for value in values]
+
+            accs = only_if(builder, builder.icmp_signed("!=", affine, v.const(0)), accs, affine_map)
+            accs = switch_values(builder, kind, accs, {
+                code: (lambda values, code=code: [emit_activation(builder, code, value) for value in values])
+                for code in VECTOR_KINDS if code != IDENTITY})
             for p in range(PIXELS):
                 target = v.at(out, builder.add(o_off, builder.mul(v.const(p), ch)))
                 if plain:
@@ -101,8 +116,10 @@ def _row_intrinsic(kh, kw, stride):
         return context.get_dummy_value()
 
     @intrinsic
-    def row(typingctx, x, x_off, ld, dh, ch, w, w_off, bias, out, o_off, pixels, count, row_bits, col_bits):
-        sig = types.void(x, x_off, ld, dh, ch, w, w_off, bias, out, o_off, pixels, count, row_bits, col_bits)
+    def row(typingctx, x, x_off, ld, dh, ch, w, w_off, bias, out, o_off, pixels, count, row_bits, col_bits, scale,
+            shift, affine, kind):
+        sig = types.void(x, x_off, ld, dh, ch, w, w_off, bias, out, o_off, pixels, count, row_bits, col_bits, scale,
+                         shift, affine, kind)
         return sig, codegen
 
     return row
@@ -144,7 +161,8 @@ def _load_band(x, n, iy0, rows, pw, buf):
 @inline_helper
 def _simd_rows(x, n, oy0, w, bias, out_rows, sh, sw, ph, pw, dh, kh, scale, shift, kind):
     """Output rows oy0.. of image n with the SIMD row kernels (3x3 or 5x5 taps, column stride 1 or
-    2, no column dilation); each row's epilogue applied while it is in L1. Wide images are read
+    2, no column dilation); the epilogue in the row kernels' registers where they have the activation
+    (`activation_math.VECTOR_KINDS`), else on each row while it is in L1. Wide images are read
     straight from x (only the border tiles mask their loads); narrow ones, where nearly every tile
     touches the border, from a zero-padded copy of the band's rows."""
     h, wd, ch = x.shape[1], x.shape[2], x.shape[3]
@@ -169,7 +187,10 @@ def _simd_rows(x, n, oy0, w, bias, out_rows, sh, sw, ph, pw, dh, kh, scale, shif
     every_row = (1 << kh) - 1
     every_col = (1 << columns) - 1
     flat_w = w.reshape(-1)
-    epilogue = scale.size or kind != IDENTITY
+    in_tile = activated_in_tile(kind)
+    affine = 1 if in_tile and scale.size else 0
+    tile_kind = kind if in_tile else IDENTITY
+    epilogue = not in_tile and (scale.size or kind != IDENTITY)
     for y in range(rows_out):
         flat_out = out_rows[y].reshape(-1)
         iy0 = src_row0 + y * sh
@@ -184,16 +205,16 @@ def _simd_rows(x, n, oy0, w, bias, out_rows, sh, sw, ph, pw, dh, kh, scale, shif
                 o_off = ox * ch + c0
                 if kh == 3 and sw == 1:
                     _row_3x3_s1(src, x_off, ld, dh, ch, flat_w, c0, bias, flat_out, o_off, pixels, count,
-                                row_bits, col_bits)
+                                row_bits, col_bits, scale, shift, affine, tile_kind)
                 elif kh == 3:
                     _row_3x3_s2(src, x_off, ld, dh, ch, flat_w, c0, bias, flat_out, o_off, pixels, count,
-                                row_bits, col_bits)
+                                row_bits, col_bits, scale, shift, affine, tile_kind)
                 elif sw == 1:
                     _row_5x5_s1(src, x_off, ld, dh, ch, flat_w, c0, bias, flat_out, o_off, pixels, count,
-                                row_bits, col_bits)
+                                row_bits, col_bits, scale, shift, affine, tile_kind)
                 else:
                     _row_5x5_s2(src, x_off, ld, dh, ch, flat_w, c0, bias, flat_out, o_off, pixels, count,
-                                row_bits, col_bits)
+                                row_bits, col_bits, scale, shift, affine, tile_kind)
         if epilogue:
             epilogue_rows(out_rows[y], scale, shift, kind)
 
