@@ -125,3 +125,27 @@ def test_float32_exp_is_accurate_over_its_whole_range():
     rel = np.abs(y[normal] - expected[normal]) / expected[normal]
     assert rel.max() < 2.5e-7
     assert A.forward(np.full(1 << 16, -89.0, np.float32), "sigmoid").max() == 0.0
+
+
+def test_exps_scaling_by_ldexp_equals_its_two_products_to_the_bit():
+    """`scalar_math.exp` scales by 2**k in one exact step where the target has it (SCALE_BY_LDEXP: AVX-512),
+    else as two exact products; both round once, so every machine gets the same bits. Checked here for every
+    k the kernel passes (-127..128) on values of the polynomial's range and its edges, whichever way this
+    machine compiles."""
+    import numba
+
+    from excite.kernels.compiled import scalar_math
+
+    @numba.njit(error_model="numpy")
+    def both(y, k, one, two):
+        for i in range(y.shape[0]):
+            one[i] = scalar_math._ldexp(y[i], k[i])
+            half = k[i] >> 1
+            two[i] = y[i] * scalar_math._power_of_two(half) * scalar_math._power_of_two(k[i] - half)
+
+    y = np.concatenate([np.linspace(0.7, 1.42, 2001), [0.70710677, 1.0, np.nextafter(1.0, 0.0), 1.4142135]])
+    y, k = (a.ravel() for a in np.meshgrid(y.astype(np.float32), np.arange(-127, 129, dtype=np.int32)))
+    one, two = np.empty_like(y), np.empty_like(y)
+    both(y, k, one, two)
+    np.testing.assert_array_equal(one.view(np.int32), two.view(np.int32))
+    assert np.isinf(one[k == 128]).any() and (one[k == -127] < 1.2e-38).all()  # both edges reached

@@ -163,7 +163,8 @@ def _intrinsic(builder, name, vec, arity):
 
 def _emit_exp(builder, vec, x):
     """`scalar_math.exp` on a vector, operation for operation: Cephes' expf for float32 (so the two agree to
-    the bit), llvm.exp (the libm call the scalar float64 code makes, per lane) for float64."""
+    the bit; the scaling by 2**k as `scalar_math.SCALE_BY_LDEXP` says), llvm.exp (the libm call the scalar
+    float64 code makes, per lane) for float64."""
     if not isinstance(vec.element, ir.FloatType):
         return _intrinsic(builder, "exp", vec, 1)(x)
     fma, floor = _intrinsic(builder, "fma", vec, 3), _intrinsic(builder, "floor", vec, 1)
@@ -185,12 +186,17 @@ def _emit_exp(builder, vec, x):
     ki = builder.fptosi(k, ints)
     ki = builder.select(builder.icmp_signed(">", ki, int_const(-127)), ki, int_const(-127))  # max, then min
     ki = builder.select(builder.icmp_signed("<", ki, int_const(128)), ki, int_const(128))
-    half = builder.ashr(ki, int_const(1))
+    if scalar_math.SCALE_BY_LDEXP:
+        name = f"llvm.ldexp.v{vec.count}f32.v{vec.count}i32"
+        ldexp = builder.module.globals.get(name) or ir.Function(builder.module, ir.FunctionType(vec, [vec, ints]), name)
+        y = builder.call(ldexp, [y, ki])
+    else:
+        half = builder.ashr(ki, int_const(1))
 
-    def power_of_two(n):
-        return builder.bitcast(builder.shl(builder.add(n, int_const(127)), int_const(23)), vec)
+        def power_of_two(n):
+            return builder.bitcast(builder.shl(builder.add(n, int_const(127)), int_const(23)), vec)
 
-    y = builder.fmul(builder.fmul(y, power_of_two(half)), power_of_two(builder.sub(ki, half)))
+        y = builder.fmul(builder.fmul(y, power_of_two(half)), power_of_two(builder.sub(ki, half)))
     y = builder.select(builder.fcmp_ordered(">", x, const(scalar_math.EXP_LIMITS[1])), const(np.inf), y)
     y = builder.select(builder.fcmp_ordered("<", x, const(scalar_math.EXP_LIMITS[0])), const(0.0), y)
     return builder.select(builder.fcmp_unordered("uno", x, x), x, y)

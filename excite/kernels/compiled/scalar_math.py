@@ -40,6 +40,36 @@ def fma(typingctx, a, b, c):
     return a(a, b, c), codegen
 
 
+def target_scales_exactly():
+    """Whether the CPU the kernels are compiled for scales by powers of two in one instruction (AVX-512's
+    vscalefps, what LLVM makes of ``llvm.ldexp``; elsewhere ldexp is a libm call per element). The same
+    features as the kernel cache's key (`cache.key_parts`)."""
+    import llvmlite.binding as ll
+    import numba
+
+    features = numba.config.CPU_FEATURES or ll.get_host_cpu_features().flatten()
+    return "+avx512f" in features.split(",")
+
+
+# exp's last step, y * 2**k, as one exact scaling where the target has it, else as two exact products (the
+# same bits: both round once, where the result leaves the normal range)
+SCALE_BY_LDEXP = target_scales_exactly()
+
+
+@intrinsic
+def _ldexp(typingctx, y, k):
+    """y * 2**k, rounded once (llvm.ldexp)."""
+    if not (y == types.float32 and k == types.int32):
+        return None
+
+    def codegen(context, builder, signature, args):
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.FloatType(), [ir.FloatType(), ir.IntType(32)]), "llvm.ldexp.f32.i32")
+        return builder.call(fn, args)
+
+    return types.float32(y, k), codegen
+
+
 def _power_of_two(k):
     """2.0 ** k for -127 <= k <= 127 (normal range only)."""
 
@@ -82,8 +112,11 @@ def _exp_impl(x):
             y = fma(p * r, r, r) + np.float32(1.0)
             ki = np.int32(k)
             ki = min(max(ki, np.int32(-127)), np.int32(128))
-            half = ki >> 1  # 2**k in two factors: k reaches 128 just below the overflow threshold
-            y = y * _power_of_two(half) * _power_of_two(ki - half)
+            if SCALE_BY_LDEXP:
+                y = _ldexp(y, ki)
+            else:
+                half = ki >> 1  # 2**k in two factors: k reaches 128 just below the overflow threshold
+                y = y * _power_of_two(half) * _power_of_two(ki - half)
             if x > np.float32(EXP_LIMITS[1]):
                 y = np.float32(np.inf)
             if x < np.float32(EXP_LIMITS[0]):
