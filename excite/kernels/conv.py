@@ -73,8 +73,9 @@ class Conv2dPlan:
     The algorithm (depthwise rows, a 1x1 product, the implicit dense product, or the plain
     fallbacks) and the operands it wants (transposed or tap-major weights, the bias folded into
     the epilogue's shift, tap offsets) are chosen here once; eager calls make a plan per call, a
-    compiled graph keeps it (``kept``: operands laid out for speed over many calls). ``out`` (channels-last [N, OH, OW, O], C-contiguous) receives the
-    result where a compiled kernel writes it; the return value is always the NCHW-shaped result.
+    compiled graph keeps it (``kept``: operands laid out for speed over many calls). ``out``
+    (channels-last [N, OH, OW, O], C-contiguous) receives the result where a compiled kernel writes
+    it; the return value is always the NCHW-shaped result.
     """
 
     def __init__(self, x_shape, dtype, channels_last, w, bias, stride, padding, dilation, groups, scale=None,

@@ -269,7 +269,8 @@ def _tile_epilogue(out, r0, r1, c0, c1, residual, kind):
 @kernel
 def matmul_broadcast(a, b, out, scale, shift, residual, kind, row_block, panel_group):
     """``out = act(a @ b * scale + shift) + residual`` with the broadcast tile; ``b`` = w.T [K, N], or
-    the same in panels (`pointwise.packed_panels`: [panels * K, NR], each panel's K rows of NR columns in a row).
+    the same in panels (`pointwise.packed_panels`: [panels * K, NR], each panel's K rows of NR columns
+    in a row).
 
     ``a`` [M, K], ``b`` and ``out`` [M, N] are C-contiguous; ``residual`` is [M, N] or [0, 0].
     Tasks are blocks of ``row_block`` rows by groups of ``panel_group`` panels of NR columns; a
