@@ -52,6 +52,34 @@ def test_compiled_equals_eager_and_torchvision(torch, torchvision, name):
     assert compiled.plans() == [(1, 3, 64, 64), (2, 3, 64, 64)]
 
 
+@pytest.mark.parametrize("name", ["mobilenet_v3_small", "efficientnet_b0"])
+def test_at_224_the_late_widening_products_take_their_own_kernel_and_stay_with_eager_and_torchvision(
+        torch, torchvision, name):
+    """At 224 x 224 and batch 1 the late expansions (7 x 7 pixels, channels widened 6x) take the broadcast
+    kernel in the compiled graph (`pointwise.KEPT_BROADCAST_MIN_WIDENING`) and the dot kernel eagerly: the
+    sums part in order, and the outputs must still agree to 1e-5 (eager) and 1e-4 (torchvision)."""
+    from excite.kernels import pointwise
+
+    x = np.random.default_rng(3).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    tv_model, ex_model = build_pair(torch, torchvision, name)
+    randomise_batch_norm(torch, tv_model, x)
+    copy_weights(tv_model, ex_model)
+    ex_model.eval()
+    tv_model.eval()
+    compiled = ex.compile(ex_model, x)
+    kept_broadcast = [s.name for s in compiled._plan_for(x.shape).steps
+                      if getattr(getattr(s, "plan", None), "path", None) == "pointwise"
+                      and s.plan.product.kernel.__name__ == "matmul_broadcast"
+                      and s.plan.product.m < 100
+                      and not pointwise._broadcast_is_faster(s.plan.product.m, s.plan.product.k, s.plan.product.n)]
+    assert kept_broadcast, "no product took the kept plans' kernel: the comparison below would be vacuous"
+    got = compiled(x).numpy()
+    with torch.no_grad():
+        expected = tv_model(torch.from_numpy(x)).numpy()
+    assert relative_error(got, _eager(ex_model, x)) < 1e-5
+    assert relative_error(got, expected) < 1e-4
+
+
 @pytest.mark.parametrize("name", ALL_MODELS)
 def test_every_registry_model_compiles_to_its_eager_output(name):
     """Every registry network but the four above, at a small resolution, batch 1 and 3."""

@@ -40,15 +40,40 @@ def fma(typingctx, a, b, c):
     return a(a, b, c), codegen
 
 
+def _llvm_has_ldexp():
+    import llvmlite.binding as ll
+
+    return ll.llvm_version_info >= (17,)  # the intrinsic llvm.ldexp came with LLVM 17
+
+
+LDEXP_INTRINSIC = _llvm_has_ldexp()
+_LDEXP_PROBE = """
+declare <16 x float> @llvm.ldexp.v16f32.v16i32(<16 x float>, <16 x i32>)
+define <16 x float> @probe(<16 x float> %y, <16 x i32> %k) {
+  %r = call <16 x float> @llvm.ldexp.v16f32.v16i32(<16 x float> %y, <16 x i32> %k)
+  ret <16 x float> %r
+}
+"""
+
+
 def target_scales_exactly():
-    """Whether the CPU the kernels are compiled for scales by powers of two in one instruction (AVX-512's
-    vscalefps, what LLVM makes of ``llvm.ldexp``; elsewhere ldexp is a libm call per element). The same
-    features as the kernel cache's key (`cache.key_parts`)."""
+    """Whether the CPU the kernels are compiled for (the kernel cache's CPU and features, `cache.key_parts`)
+    scales by powers of two in one instruction: LLVM makes ``llvm.ldexp`` AVX-512's vscalefps there, and a
+    libm call per element elsewhere. Asked of this LLVM itself: a probe's machine code."""
+    if not LDEXP_INTRINSIC:
+        return False
     import llvmlite.binding as ll
     import numba
 
     features = numba.config.CPU_FEATURES or ll.get_host_cpu_features().flatten()
-    return "+avx512f" in features.split(",")
+    if "+avx512f" not in features.split(","):
+        return False
+    ll.initialize_native_target()
+    ll.initialize_native_asmprinter()
+    machine = ll.Target.from_default_triple().create_target_machine(
+        cpu=numba.config.CPU_NAME or ll.get_host_cpu_name(), features=features, opt=2)
+    code = machine.emit_assembly(ll.parse_assembly(_LDEXP_PROBE))
+    return "vscalef" in code and "call" not in code
 
 
 # exp's last step, y * 2**k, as one exact scaling where the target has it, else as two exact products (the
