@@ -21,6 +21,15 @@ def _eager(model, x):
         return model.eval()(ex.tensor(x)).numpy()
 
 
+def _oracle_pair(torch, torchvision, name, x):
+    """torchvision's model with randomised batch norms calibrated on ``x`` (`randomise_batch_norm`), and excite's
+    with its weights; both in eval mode."""
+    tv_model, ex_model = build_pair(torch, torchvision, name)
+    randomise_batch_norm(torch, tv_model, x)
+    copy_weights(tv_model, ex_model)
+    return tv_model.eval(), ex_model.eval()
+
+
 def _random_statistics(model, seed=0):
     """Running statistics and affine parameters far from the defaults, so folding them is visible."""
     rng = np.random.default_rng(seed)
@@ -37,11 +46,7 @@ def _random_statistics(model, seed=0):
 @pytest.mark.parametrize("name", ORACLE_MODELS)
 def test_compiled_equals_eager_and_torchvision(torch, torchvision, name):
     x = np.random.default_rng(0).standard_normal((2, 3, 64, 64)).astype(np.float32)
-    tv_model, ex_model = build_pair(torch, torchvision, name)
-    randomise_batch_norm(torch, tv_model, x)
-    copy_weights(tv_model, ex_model)
-    ex_model.eval()
-    tv_model.eval()
+    tv_model, ex_model = _oracle_pair(torch, torchvision, name, x)
     compiled = ex.compile(ex_model, x[:1])
     with torch.no_grad():
         expected = tv_model(torch.from_numpy(x)).numpy()
@@ -61,11 +66,7 @@ def test_at_224_the_late_widening_products_take_their_own_kernel_and_stay_with_e
     from excite.kernels import pointwise
 
     x = np.random.default_rng(3).standard_normal((1, 3, 224, 224)).astype(np.float32)
-    tv_model, ex_model = build_pair(torch, torchvision, name)
-    randomise_batch_norm(torch, tv_model, x)
-    copy_weights(tv_model, ex_model)
-    ex_model.eval()
-    tv_model.eval()
+    tv_model, ex_model = _oracle_pair(torch, torchvision, name, x)
     compiled = ex.compile(ex_model, x)
     kept_broadcast = [s.name for s in compiled._plan_for(x.shape).steps
                       if getattr(getattr(s, "plan", None), "path", None) == "pointwise"
