@@ -131,7 +131,7 @@ def test_exps_scaling_by_ldexp_equals_its_two_products_to_the_bit():
     """`scalar_math.exp` scales by 2**k in one exact step where the target has it (SCALE_BY_LDEXP: AVX-512),
     else as two exact products; both round once, so every machine gets the same bits. Checked here for every
     k the kernel passes (-127..128) on values of the polynomial's range and its edges, whichever way this
-    machine compiles."""
+    machine compiles; with an LLVM older than 17 (no llvm.ldexp), that the kernels do not use it."""
     import numba
 
     from excite.kernels.compiled import scalar_math
