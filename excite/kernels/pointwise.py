@@ -143,12 +143,9 @@ def packed_panels(w, dtype):
     n, k = w.shape
     nr = gemm.panel_width(dtype)
     panels = -(-n // nr)
-    b = np.zeros((panels, k, nr), dtype)
-    full = n // nr
-    b[:full] = w[:full * nr].reshape(full, nr, k).transpose(0, 2, 1)
-    if full < panels:
-        b[full, :, :n - full * nr] = w[full * nr:].T
-    return b.reshape(panels * k, nr)
+    rows = np.zeros((panels * nr, k), dtype)
+    rows[:n] = w
+    return np.ascontiguousarray(rows.reshape(panels, nr, k).transpose(0, 2, 1)).reshape(panels * k, nr)
 
 
 def _broadcast_blocks(m, n, dtype):
