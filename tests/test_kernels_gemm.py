@@ -185,7 +185,8 @@ def test_tile_activations_equal_the_scalar_kernel_to_the_bit(code, dtype):
     special = [np.nan, np.inf, -np.inf, 0.0, -3.0, 3.0, 6.0, -6.0, 1e-40, -1e-40, 2.9999998, -3.0000002,
                88.72283935546875, 88.7228, 88.7229, -87.33654022216797, -87.3365, -87.3366, 100.0, -100.0, -104.0,
                709.7, -745.2]  # exp's range limits (float32 and float64)
-    values = np.concatenate([special, np.random.default_rng(0).uniform(-8, 8, 400)]).astype(dtype)
+    sweep = np.linspace(-90, 90, 4001)  # every power of two exp scales by (k of -130..130), edges included
+    values = np.concatenate([special, np.random.default_rng(0).uniform(-8, 8, 400), sweep]).astype(dtype)
     n = 16
     a = values.reshape(-1, 1)  # K = 1 and unit weights: the tile's sums are the values themselves
     product = pointwise.Pointwise(a.shape[0], np.ones((n, 1), dtype), np.ones(n, dtype), np.zeros(n, dtype),

@@ -177,12 +177,30 @@ def _emit_exp(builder, vec, x):
     def int_const(value):
         return ir.Constant(ints, [value] * vec.count)
 
-    k = floor(fma(x, const(scalar_math.EXP_LOG2E), const(0.5)))
-    r = fma(k, const(scalar_math.EXP_LN2[1]), fma(k, const(scalar_math.EXP_LN2[0]), x))
+    scalef = scalar_math.SCALE_BY_LDEXP and vec.count == 16
+    if scalef:  # (see below)
+        x_in = builder.select(builder.fcmp_ordered(">", x, const(_EXP_OVER)), const(_EXP_OVER), x)
+    else:
+        x_in = x
+    k = floor(fma(x_in, const(scalar_math.EXP_LOG2E), const(0.5)))
+    r = fma(k, const(scalar_math.EXP_LN2[1]), fma(k, const(scalar_math.EXP_LN2[0]), x_in))
     p = const(scalar_math.EXP_POLYNOMIAL[0])
     for c in scalar_math.EXP_POLYNOMIAL[1:]:
         p = fma(p, r, const(c))
     y = builder.fadd(fma(builder.fmul(p, r), r, r), const(1.0))
+    if scalef:
+        # AVX-512's vscalefps, which takes the power as a float and zeroes the lanes its mask leaves out: k as
+        # it is, with no conversion to an integer, clamp and back (llvm.ldexp's lowering), and the limits in two
+        # operations instead of six. The same bits as the scalar code:
+        # - from the lower limit to the upper one x_in is x, and k lies in [-126, 128], where the clamp of k
+        #   changes nothing;
+        # - above the upper limit, x_in <= _EXP_OVER keeps r exact; k is 128 and y >= 1 there (r > 0), so the
+        #   scaling overflows to inf;
+        # - below the lower limit, the mask gives 0;
+        # - a NaN passes every step (its lanes kept: the mask's comparison is true on NaN), as the quiet NaN x.
+        kept = builder.bitcast(builder.fcmp_unordered(">=", x, const(scalar_math.EXP_LIMITS[0])), ir.IntType(16))
+        return builder.call(_scalef16(builder.module), [y, k, const(0.0), kept,
+                                                        ir.Constant(ir.IntType(32), _CURRENT_ROUNDING)])
     ki = builder.fptosi(k, ints)
     ki = builder.select(builder.icmp_signed(">", ki, int_const(-127)), ki, int_const(-127))  # max, then min
     ki = builder.select(builder.icmp_signed("<", ki, int_const(128)), ki, int_const(128))
@@ -197,9 +215,26 @@ def _emit_exp(builder, vec, x):
             return builder.bitcast(builder.shl(builder.add(n, int_const(127)), int_const(23)), vec)
 
         y = builder.fmul(builder.fmul(y, power_of_two(half)), power_of_two(builder.sub(ki, half)))
+    return _exp_limits(builder, x, y, const)
+
+
+def _exp_limits(builder, x, y, const):
+    """exp's result y of x past `scalar_math.EXP_LIMITS` (inf above, 0 below) and for NaN (x itself)."""
     y = builder.select(builder.fcmp_ordered(">", x, const(scalar_math.EXP_LIMITS[1])), const(np.inf), y)
     y = builder.select(builder.fcmp_ordered("<", x, const(scalar_math.EXP_LIMITS[0])), const(0.0), y)
     return builder.select(builder.fcmp_unordered("uno", x, x), x, y)
+
+
+_CURRENT_ROUNDING = 4  # _MM_FROUND_CUR_DIRECTION
+_EXP_OVER = 89.0  # above exp's upper limit (every result inf), below where r = x - k ln 2 would lose exactness
+
+
+def _scalef16(module):
+    """AVX-512's vscalefps on 16 floats: (a, b, passthrough, lane mask, rounding) -> a * 2**floor(b)."""
+    name = "llvm.x86.avx512.mask.scalef.ps.512"
+    vec = ir.VectorType(ir.FloatType(), 16)
+    return module.globals.get(name) or ir.Function(
+        module, ir.FunctionType(vec, [vec, vec, vec, ir.IntType(16), ir.IntType(32)]), name)
 
 
 def _vector_codes():
