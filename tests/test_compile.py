@@ -147,6 +147,32 @@ def test_steps_on_planned_buffers_run_bound_and_give_the_same_bits():
     np.testing.assert_allclose(bound, _eager(model, x), rtol=1e-5, atol=1e-5 * np.abs(bound).max())
 
 
+def test_planned_buffers_and_kept_weights_start_on_a_cache_line():
+    """Every planned buffer and the weights the kept convolution plans read at every call (the products'
+    operands, the depthwise taps, the stem's matrix) start on a 64-byte boundary: a 64-byte vector load
+    from anywhere else straddles two cache lines."""
+    from excite.kernels import buffers
+
+    model = _random_statistics(exm.efficientnet_b0()).eval()
+    x = np.random.default_rng(5).standard_normal((1, 3, 64, 64)).astype(np.float32)
+    plan = ex.compile(model, x)._plan_for(x.shape)
+    env, _ = plan._workspace()
+    starts = [env[plan.index[value]] for value in plan.buffered]
+    weights = {}
+    for step in plan.steps:
+        conv = getattr(step, "plan", None)
+        path = getattr(conv, "path", None)
+        if path == "pointwise":
+            weights.setdefault(path, []).append(conv.product.operand)
+        elif path == "depthwise":
+            weights.setdefault(path, []).append(conv.taps)
+        elif path == "dense":
+            weights.setdefault(path, []).append(conv.b)
+    assert len(starts) > 10 and set(weights) == {"pointwise", "depthwise", "dense"}
+    for array in starts + [w for arrays in weights.values() for w in arrays]:
+        assert array.__array_interface__["data"][0] % buffers.ALIGNMENT == 0
+
+
 def run_in_threads(compiled, inputs, repeats=5):
     """Each input in a thread of its own, ``repeats`` times, all at once; checks that every thread ended
     without an error and returns each thread's last output."""

@@ -88,3 +88,18 @@ def test_threads_get_distinct_blocks():
     for t in threads:
         t.join()
     assert len(results) == 400 and all(results)
+
+
+@pytest.mark.parametrize("shape, dtype", [((1,), np.uint8), ((3, 5), np.float32),
+                                          ((7, 9, 11), np.float64), (SHAPE, np.float32)])
+def test_aligned_arrays_start_on_a_cache_line(shape, dtype):
+    """`aligned_empty` and `aligned` start their data on a 64-byte boundary (the C library's large blocks
+    start 16 bytes past one), with the shape, dtype and C order asked for; `aligned` copies the values."""
+    for _ in range(4):  # several allocations: each lands somewhere else in the heap
+        a = buffers.aligned_empty(shape, dtype)
+        assert a.ctypes.data % buffers.ALIGNMENT == 0
+        assert a.shape == shape and a.dtype == dtype and a.flags.c_contiguous and a.flags.writeable
+    source = np.arange(int(np.prod(shape)), dtype=dtype).reshape(shape)
+    copy = buffers.aligned(source.T)
+    assert copy.ctypes.data % buffers.ALIGNMENT == 0 and copy.flags.c_contiguous
+    np.testing.assert_array_equal(copy, source.T)

@@ -213,7 +213,7 @@ class _Plan:
             env = [None] * len(self.index)
             for i, data in self.constants.items():
                 env[i] = data
-            slots = [np.empty(size, np.uint8) for size in self.memory.slot_sizes]
+            slots = [buffers.aligned_empty(size, np.uint8) for size in self.memory.slot_sizes]
             for value, kind in self.buffered.items():
                 env[self.index[value]] = _view(slots[self.memory.slot_of[value]], value, kind)
             fixed = set(self.constants) | {self.index[value] for value in self.buffered}

@@ -118,6 +118,29 @@ def _empty(shape, dtype):
         return _view(raw, nbytes, shape, dtype)
 
 
+ALIGNMENT = 64  # bytes: a cache line, and one AVX-512 vector
+
+
+def aligned_empty(shape, dtype):
+    """``np.empty(shape, dtype)`` (C order) starting on an `ALIGNMENT`-byte boundary. The C library's
+    large blocks start 16 bytes past one, so without this every 64-byte vector a kernel loads or stores
+    straddles two cache lines: the depthwise convolutions ran 7-18 % slower that way, the products with
+    large outputs 3-9 %. For arrays made once and used many times (a compiled graph's buffers and
+    weights): the alignment costs a slice per call."""
+    dtype = np.dtype(dtype)
+    nbytes = dtype.itemsize * int(np.prod(shape, dtype=np.int64))
+    raw = np.empty(nbytes + ALIGNMENT, np.uint8)
+    start = -raw.ctypes.data % ALIGNMENT
+    return raw[start:start + nbytes].view(dtype).reshape(shape)
+
+
+def aligned(a):
+    """A C-order copy of ``a`` in an `aligned_empty` array."""
+    out = aligned_empty(a.shape, a.dtype)
+    np.copyto(out, a)
+    return out
+
+
 def zeros(shape, dtype):
     out = empty(shape, dtype)
     out.fill(0)

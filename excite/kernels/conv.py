@@ -103,7 +103,7 @@ class Conv2dPlan:
         self.bias = None if bias is None else bias.astype(dtype, copy=False)
         if is_depthwise(c, w.shape, groups):
             self.path = "depthwise"
-            self.taps = _taps_last(w)
+            self.taps = buffers.aligned(_taps_last(w)) if kept else _taps_last(w)
             self.band = -(-oh // -(-DEPTHWISE_TASKS // max(n, 1)))  # several row bands per image when the batch is small
             empty = _no_bias(dtype)
             self.kernel_bias = np.zeros(o, dtype) if self.bias is None else np.ascontiguousarray(self.bias)
@@ -115,7 +115,7 @@ class Conv2dPlan:
             self.product = pointwise.Pointwise(n * oh * ow, w, scale, shift, self.activation, dtype, kept)
         elif groups == 1 and compiled:
             self.path = "dense"
-            self.b = np.empty((c * kh * kw, o), dtype)
+            self.b = (buffers.aligned_empty if kept else np.empty)((c * kh * kw, o), dtype)
             np.copyto(self.b, w.reshape(o, -1).T)
             self.kernel_scale = np.ones(o, dtype) if scale is None else scale
             self.kernel_shift = np.zeros(o, dtype) if shift is None else shift

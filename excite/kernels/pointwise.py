@@ -93,7 +93,7 @@ class Pointwise:
             self.blocks = _broadcast_blocks(m, n, dtype)
             self.kernel = gemm.matmul_broadcast
         else:
-            self.operand = _dot_operand(w)
+            self.operand = buffers.aligned(_dot_operand(w)) if kept else _dot_operand(w)
             self.blocks = (m, -(-(-(-n // tasks)) // gemm.DOT) * gemm.DOT)
             self.kernel = gemm.matmul_dot
 
@@ -145,7 +145,7 @@ def packed_panels(w, dtype):
     panels = -(-n // nr)
     rows = np.zeros((panels * nr, k), dtype)
     rows[:n] = w
-    return np.ascontiguousarray(rows.reshape(panels, nr, k).transpose(0, 2, 1)).reshape(panels * k, nr)
+    return buffers.aligned(rows.reshape(panels, nr, k).transpose(0, 2, 1)).reshape(panels * k, nr)
 
 
 def _broadcast_blocks(m, n, dtype):
