@@ -398,21 +398,22 @@ def conv_dense(x, koff, b, out, scale, shift, kind, sh, sw, ph, pw, band, rows, 
                     copy[start:start + left] = 0
                     copy[start + left:start + left + width] = x[img, p, iy]
                     copy[start + left + width:start + padded_width] = 0
+        flat = out[img].reshape(-1)  # (once per task: numba reshapes through a call into its C helpers)
         for oy in range(oy0, min(oh, oy0 + band)):
-            dst = out[img, oy]
             base = (oy - oy0) * sh * padded_width
+            row = oy * ow * o
             if 2 * o <= nr:
                 for ox in range(0, ow, NARROW_MR):
-                    _gathered_tile_narrow(copy, base + ox * sw * unit, sw * unit, b, 0, o, k, dst.reshape(-1), ox * o,
+                    _gathered_tile_narrow(copy, base + ox * sw * unit, sw * unit, b, 0, o, k, flat, row + ox * o,
                                           o, min(NARROW_MR, ow - ox), o, koff, scale, shift, 0, kind)
             else:
                 for ox in range(0, ow, MR):
                     for p in range(panels):
                         col = p * nr
-                        _gathered_tile(copy, base + ox * sw * unit, sw * unit, b, col, o, k, dst.reshape(-1),
-                                       ox * o + col, o, min(MR, ow - ox), min(nr, o - col), koff, scale, shift, col,
-                                       kind)
-            _tile_epilogue(dst, zero, ow, zero, o, no_residual, kind)
+                        _gathered_tile(copy, base + ox * sw * unit, sw * unit, b, col, o, k, flat,
+                                       row + ox * o + col, o, min(MR, ow - ox), min(nr, o - col), koff, scale, shift,
+                                       col, kind)
+            _tile_epilogue(out[img, oy], zero, ow, zero, o, no_residual, kind)
 
 
 @kernel
