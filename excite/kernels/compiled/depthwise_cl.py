@@ -156,12 +156,12 @@ def _simd_rows(x, n, oy0, w, bias, out_rows, sh, sw, ph, pw, dh, kh, scale, shif
     ld = wd * ch
     src_row0, src_col0 = oy0 * sh - ph, -pw
     flat_w = w.reshape(-1)
+    flat_out = out_rows.reshape(-1)  # (once: numba reshapes through a call into its C helpers)
     in_tile = activated_in_tile(kind)
     affine = 1 if in_tile and scale.size else 0
     tile_kind = kind if in_tile else IDENTITY
     epilogue = not in_tile and (scale.size or kind != IDENTITY)
     for y in range(rows_out):
-        flat_out = out_rows[y].reshape(-1)
         iy0 = src_row0 + y * sh
         row_bits = _valid_bits(iy0, kh, h, dh)
         for ox in range(0, ow, PIXELS):
@@ -171,7 +171,7 @@ def _simd_rows(x, n, oy0, w, bias, out_rows, sh, sw, ph, pw, dh, kh, scale, shif
             for c0 in range(0, ch, lanes):
                 count = min(lanes, ch - c0)
                 x_off = iy0 * ld + ix0 * ch + c0
-                o_off = ox * ch + c0
+                o_off = (y * ow + ox) * ch + c0
                 if kh == 3 and sw == 1:
                     _row_3x3_s1(src, x_off, ld, dh, ch, flat_w, c0, bias, flat_out, o_off, pixels, count,
                                 row_bits, col_bits, scale, shift, affine, tile_kind)
