@@ -43,14 +43,32 @@ def test_rounds_alternate_the_engines_and_split_the_repetitions():
     order = []
 
     def engine(name):
-        def burst(n):
-            order.append((name, n))
+        def burst(n, min_s):
+            order.append((name, n, min_s))
             return [float(len(order))] * n
         return burst
 
-    medians = protocol.interleaved({"a": engine("a"), "b": engine("b")}, reps=7)
-    assert order == [("a", 2), ("b", 2), ("a", 2), ("b", 2)] + [("a", 1), ("b", 1)] * 3  # 5 rounds
+    medians = protocol.interleaved({"a": engine("a"), "b": engine("b")}, reps=7, min_s=0.5)
+    assert order == [("a", 1, 0.5), ("b", 1, 0.5)] * 7  # fewer repetitions than ROUNDS: one round each
+    order.clear()
+    protocol.interleaved({"a": engine("a"), "b": engine("b")}, reps=protocol.ROUNDS + 2, min_s=0.0)
+    assert order == [("a", 2, 0.0), ("b", 2, 0.0)] * 2 + [("a", 1, 0.0), ("b", 1, 0.0)] * (protocol.ROUNDS - 2)
     assert set(medians) == {"a", "b"}
+
+
+def test_a_burst_times_its_runs_until_they_took_the_minimum_time():
+    import time
+
+    runs = []
+
+    def run():
+        runs.append(1)
+        time.sleep(0.01)
+
+    times = protocol.bursts(run, warmup=0)(2, min_s=0.05, wake_s=0.0)
+    assert sum(times) >= 0.05 and 2 <= len(times) <= 5  # each run sleeps 10 ms at least
+    assert len(runs) == len(times) + 1  # and one untimed wake-up run first
+    assert len(protocol.bursts(run, warmup=0)(3, min_s=0.0, wake_s=0.0)) == 3  # no minimum: n runs
 
 
 def test_one_case_end_to_end_writes_the_json_rows(tmp_path, torch):

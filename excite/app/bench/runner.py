@@ -6,8 +6,8 @@ Inference cases run excite compiled (`excite.compile`, the ``excite`` column) an
 eager, torch channels-last under ``inference_mode``, torch frozen TorchScript, onnxruntime and
 OpenVINO (on torch's ONNX export); the SE and training cases excite eager and torch eager; the compile
 cases the time `excite.compile` itself takes (no peer). Each case is warmed up in every engine, then
-timed in rounds in which the engines take turns (a burst of runs each), so a busy spell on the machine
-hits all engines alike; the table shows medians and the ratios excite/torch and excite/best peer (below
+timed in rounds in which the engines take turns (a burst of runs each, at least `protocol.BURST_S` seconds
+of timed runs), so a busy spell on the machine hits all engines alike; the table shows medians and the ratios excite/torch and excite/best peer (below
 1.0 means excite is faster). Every peer runs in a process of its own (`protocol`), so excite never
 imports torch; peers are used only if installed. Process-level cases (import time, cold first inference, peak memory, and the first-ever
 inference and training step, with an empty kernel cache in a fresh $EXCITE_HOME) run in fresh
@@ -27,7 +27,7 @@ import time
 import numpy as np
 
 from . import distributed
-from .protocol import ROUNDS, Peer, bursts, interleaved
+from .protocol import BURST_S, ROUNDS, Peer, bursts, interleaved
 
 SE_SHAPES = {"8x96x28x28": (8, 96, 28, 28), "32x240x14x14": (32, 240, 14, 14)}
 INFER_MODELS = ("mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0", "regnet_y_400mf", "regnet_y_1_6gf")
@@ -249,6 +249,7 @@ def run(quick=False, threads=None, reps=None, warmup=2, cases=None):
     os.environ["EXCITE_NUM_THREADS"] = str(threads)
     have_torch = torch_available()
     reps = reps or (5 if quick else 7)
+    burst_s = BURST_S / 4 if quick else BURST_S  # --quick (fewer, shorter rounds) stays under a minute
     import excite as ex
 
     ex.manual_seed(0)
@@ -274,15 +275,15 @@ def run(quick=False, threads=None, reps=None, warmup=2, cases=None):
         for name, args in others.items():
             peers[name].setup(args[0], args[1:], warmup)
             engines[name] = peers[name].burst
-        medians = interleaved(engines, case_reps)
+        medians = interleaved(engines, case_reps, burst_s)
         for name in engines:
             if name in peers:
                 peers[name].release()
         rows.append({"case": case, **{f"{e}_s": medians.get(e) for e in ENGINES}})
         _print_row(rows[-1])
 
-    print(f"excite benchmark: {threads} threads, {reps} repetitions after {warmup} warm-up in {ROUNDS} alternating "
-          f"rounds, medians")
+    print(f"excite benchmark: {threads} threads; after {warmup} warm-up runs the engines take turns in up to {ROUNDS} "
+          f"rounds, each timing {burst_s:g} s of runs ({reps} runs at least in all); medians")
     _print_header()
     try:
         for label, shape in SE_SHAPES.items():
@@ -301,7 +302,7 @@ def run(quick=False, threads=None, reps=None, warmup=2, cases=None):
                                                                  b, 224)
                     add(case, {"excite": lambda n=name, b=batch: _excite_infer(n, b, 224),
                                "excite_eager": lambda n=name, b=batch: _excite_infer(n, b, 224, compiled=False)},
-                        others, case_reps=2 * reps + 1 if batch == 1 else max(ROUNDS, reps - 2))
+                        others, case_reps=reps if quick else max(ROUNDS, reps))
         for name in COMPILE_MODELS:
             case = f"compile_{name}_s"
             if wanted(case):
@@ -390,7 +391,7 @@ def main(argv=None):
     parser.add_argument("--json", metavar="PATH", help="write the rows as JSON to PATH")
     parser.add_argument("--threads", metavar="N", type=_integer(1), default=None,
                         help="threads for every engine (default: all cores)")
-    parser.add_argument("--reps", metavar="N", type=_integer(1), default=None, help="timed repetitions per case")
+    parser.add_argument("--reps", metavar="N", type=_integer(1), default=None, help="timed repetitions per case, at least (each round also times for %g s)" % BURST_S)
     parser.add_argument("--case", metavar="NAME", action="append", help="run only this case (repeatable)")
     args = parser.parse_args(argv)
     if args.case:
