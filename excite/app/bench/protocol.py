@@ -23,7 +23,7 @@ BURST_S = 0.1
 
 
 def interleaved(engines, reps, min_s=0.0):
-    """Medians of at least ``reps`` timed runs per engine, in ROUNDS rounds: in each round every engine
+    """Medians of at least ``reps`` timed runs per engine, in up to ROUNDS rounds: in each round every engine
     runs a short burst (untimed runs for WAKE_S, then its share of timed runs, repeated until they took
     ``min_s`` seconds), so a busy spell on the machine hits all engines alike. ``engines`` maps a name to
     ``burst(n, min_s)``, which returns the seconds of each timed run (n at least)."""

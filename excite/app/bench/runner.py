@@ -6,9 +6,9 @@ Inference cases run excite compiled (`excite.compile`, the ``excite`` column) an
 eager, torch channels-last under ``inference_mode``, torch frozen TorchScript, onnxruntime and
 OpenVINO (on torch's ONNX export); the SE and training cases excite eager and torch eager; the compile
 cases the time `excite.compile` itself takes (no peer). Each case is warmed up in every engine, then
-timed in rounds in which the engines take turns (a burst of runs each, at least `protocol.BURST_S` seconds
-of timed runs), so a busy spell on the machine hits all engines alike; the table shows medians and the ratios excite/torch and excite/best peer (below
-1.0 means excite is faster). Every peer runs in a process of its own (`protocol`), so excite never
+timed in rounds in which the engines take turns (a burst of runs each, `protocol.BURST_S` seconds of
+timed runs at least), so a busy spell on the machine hits all engines alike; the table shows medians and
+the ratios excite/torch and excite/best peer (below 1.0 means excite is faster). Every peer runs in a process of its own (`protocol`), so excite never
 imports torch; peers are used only if installed. Process-level cases (import time, cold first inference, peak memory, and the first-ever
 inference and training step, with an empty kernel cache in a fresh $EXCITE_HOME) run in fresh
 processes. The distributed case (`distributed`, only with ``--case`` or a full run) trains on 1 and 2
@@ -283,7 +283,7 @@ def run(quick=False, threads=None, reps=None, warmup=2, cases=None):
         _print_row(rows[-1])
 
     print(f"excite benchmark: {threads} threads; after {warmup} warm-up runs the engines take turns in up to {ROUNDS} "
-          f"rounds, each timing {burst_s:g} s of runs ({reps} runs at least in all); medians")
+          f"rounds, each engine timing {burst_s:g} s of runs per round (one run at least); medians")
     _print_header()
     try:
         for label, shape in SE_SHAPES.items():
@@ -391,7 +391,8 @@ def main(argv=None):
     parser.add_argument("--json", metavar="PATH", help="write the rows as JSON to PATH")
     parser.add_argument("--threads", metavar="N", type=_integer(1), default=None,
                         help="threads for every engine (default: all cores)")
-    parser.add_argument("--reps", metavar="N", type=_integer(1), default=None, help="timed repetitions per case, at least (each round also times for %g s)" % BURST_S)
+    parser.add_argument("--reps", metavar="N", type=_integer(1), default=None,
+                        help="timed repetitions per case, at least (each round also times %g s of runs)" % BURST_S)
     parser.add_argument("--case", metavar="NAME", action="append", help="run only this case (repeatable)")
     args = parser.parse_args(argv)
     if args.case:
