@@ -46,11 +46,12 @@ def bursts(fn, warmup):
         fn()
         while time.perf_counter() < awake:
             fn()
-        times = []
-        while len(times) < n or sum(times) < min_s:
+        times, total = [], 0.0
+        while len(times) < n or total < min_s:
             t0 = time.perf_counter()
             fn()
             times.append(time.perf_counter() - t0)
+            total += times[-1]
         return times
 
     return burst
